@@ -1,0 +1,30 @@
+# Each target installs what it needs into .venv first (torch pinned to the CPU build).
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint bench
+
+$(VENV)/.installed-models: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[models]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed-models
+
+demo: $(VENV)/.installed-models
+	$(VENV)/bin/factory demo
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check factory jobs tests benchmarks
+	$(VENV)/bin/ruff format --check factory jobs tests benchmarks
+
+bench: $(VENV)/.installed-dev
+	$(PY) benchmarks/pipeline_throughput.py
+	$(PY) benchmarks/pipeline_memory.py

@@ -1,0 +1,90 @@
+"""`factory caption|demo|config`: the command line, one typed function per command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+
+import yaml
+from pydantic import ValidationError
+
+from factory.config import CaptionRunConfig, load_config
+
+DEMO_OUTPUT = "factory-demo-output"
+
+
+def samples_dir() -> str:
+    """The sample images shipped inside the package (public-domain artworks)."""
+    return str(resources.files("factory").joinpath("samples"))
+
+
+def caption(input: str, output: str, config: str | None = None, overrides: list[str] = ()) -> int:
+    from factory.runner import run_caption, summary_text
+
+    run_config = load_config(config, [*overrides, f"input={input}", f"output={output}"])
+    result = run_caption(run_config)
+    print(summary_text(result))
+    return 0
+
+
+def demo(output: str = DEMO_OUTPUT, overrides: list[str] = ()) -> int:
+    print(f"demo: captioning the shipped samples in {samples_dir()} into {output}")
+    return caption(samples_dir(), output, None, overrides)
+
+
+def show_config(config: str | None = None, overrides: list[str] = ()) -> int:
+    resolved = load_config(config, overrides)
+    print(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="factory", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_overrides(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config field, e.g. --set validation.min_side=64",
+        )
+
+    run = commands.add_parser("caption", help="caption a folder, s3:// prefix or manifest")
+    run.add_argument(
+        "--input", required=True, help=CaptionRunConfig.model_fields["input"].description
+    )
+    run.add_argument(
+        "--output", required=True, help=CaptionRunConfig.model_fields["output"].description
+    )
+    run.add_argument("--config", help="YAML config file (see `factory config`)")
+    add_overrides(run)
+
+    sample = commands.add_parser("demo", help="caption the shipped sample images offline")
+    sample.add_argument("--output", default=DEMO_OUTPUT, help="where to write the demo run")
+    add_overrides(sample)
+
+    show = commands.add_parser("config", help="print the resolved config as YAML")
+    show.add_argument("--config", help="YAML config file to resolve")
+    add_overrides(show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "caption":
+            return caption(args.input, args.output, args.config, args.overrides)
+        if args.command == "demo":
+            return demo(args.output, args.overrides)
+        return show_config(args.config, args.overrides)
+    except (ValidationError, ValueError, FileNotFoundError) as error:
+        print(f"factory {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Typed configs for a caption run: YAML files, `key=value` overrides, documented fields.
+
+Each stage owns its config class (in its own file); this module composes them into the
+run config and loads it. Field descriptions double as documentation (`factory config`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from factory.io.listing import DEFAULT_EXTENSIONS
+from factory.stages.caption import CaptionConfig
+from factory.stages.dedup import DedupConfig
+from factory.stages.read import ReadConfig
+from factory.stages.validate import ValidateConfig
+
+
+class RayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(
+        None,
+        description="cluster to join ('auto', 'ray://host:10001'); None starts a local Ray, "
+        "or joins the cluster a `ray job submit` runs in",
+    )
+    num_cpus: int | None = Field(None, description="CPUs of a local Ray (None: all)")
+    include_dashboard: bool = Field(False, description="start the dashboard with a local Ray")
+    preserve_order: bool = Field(
+        True, description="process in listing order, so 'first occurrence' in dedup is stable"
+    )
+    rows_per_block: int = Field(32, ge=1, description="inputs per block: the unit of parallelism")
+
+
+class OutputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rows_per_shard: int = Field(256, ge=1, description="rows per Parquet shard (at most)")
+    compression: str = Field("zstd", description="Parquet compression codec")
+
+
+class CaptionRunConfig(BaseModel):
+    """Everything a caption run needs; `factory caption` fills input/output from flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str | None = Field(
+        None, description="folder, s3://bucket/prefix, or manifest (.parquet/.jsonl/.csv)"
+    )
+    output: str | None = Field(None, description="folder or s3://bucket/prefix for results")
+    run_id: str | None = Field(None, description="names this run in lineage (default: time)")
+    extensions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EXTENSIONS),
+        description="file extensions listed as inputs in folders/prefixes ([] = all files)",
+    )
+    read: ReadConfig = Field(default_factory=ReadConfig)
+    validation: ValidateConfig = Field(default_factory=ValidateConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    caption: CaptionConfig | None = Field(
+        default_factory=CaptionConfig, description="null skips captioning"
+    )
+    output_options: OutputConfig = Field(default_factory=OutputConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Apply one `a.b.c=value`; the value is parsed as YAML (numbers, null, lists...)."""
+    key, separator, raw = assignment.partition("=")
+    if not separator or not key.strip():
+        raise ValueError(f"override {assignment!r} is not key=value")
+    *parents, leaf = key.strip().split(".")
+    node = tree
+    for part in parents:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ValueError(f"override {assignment!r}: {part!r} is not a section")
+        node = child
+    node[leaf] = yaml.safe_load(raw)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] = (),
+    model: type[BaseModel] = CaptionRunConfig,
+) -> Any:
+    tree: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text("utf-8"))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"config {path} must be a mapping, not {type(loaded).__name__}")
+        tree = loaded or {}
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    return model.model_validate(tree)

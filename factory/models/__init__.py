@@ -1,0 +1,1 @@
+"""Model engines and builders: the only modules that import torch/transformers/vllm."""

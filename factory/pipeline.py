@@ -1,0 +1,170 @@
+"""build_caption_pipeline(config, listing) -> a Ray Dataset plan; it only chains stages.
+
+    read -> validate -> fingerprint -> dedup -> caption -> write
+
+Every row reaches the writer: stages mark what they cannot handle and pass it on.
+The dataset yields one small summary row per written batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from factory import __version__, records
+from factory.config import CaptionRunConfig
+from factory.io.outputs import ShardWriter
+from factory.stages.base import Resources
+from factory.stages.caption import CaptionStage
+from factory.stages.dedup import DedupStage, FingerprintStage
+from factory.stages.read import ReadStage
+from factory.stages.validate import ValidateStage
+
+if TYPE_CHECKING:
+    import ray.data
+
+
+WRITER_CPUS = 0.25
+
+
+class ResourceError(ValueError):
+    """The stages' reservations cannot all fit: Ray Data would wait forever."""
+
+
+@dataclass(frozen=True)
+class StageStep:
+    """A stage class with its constructor arguments and resources, ready for map_batches."""
+
+    fn: type
+    kwargs: dict[str, Any]
+    resources: Resources
+
+
+class _CallOnce:
+    """Runs a stateless stage as Ray tasks: built once per worker process, then reused."""
+
+    def __init__(self, fn: type, kwargs: dict[str, Any]):
+        self.fn, self.kwargs, self._stage = fn, kwargs, None
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if self._stage is None:
+            self._stage = self.fn(**self.kwargs)
+        return self._stage(batch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"fn": self.fn, "kwargs": self.kwargs, "_stage": None}
+
+
+def compute_strategy(res: Resources) -> Any:
+    import ray.data
+
+    if res.compute == "tasks":
+        return ray.data.TaskPoolStrategy(size=res.concurrency)
+    if isinstance(res.concurrency, tuple):
+        low, high = res.concurrency
+        return ray.data.ActorPoolStrategy(min_size=low, max_size=high)
+    return ray.data.ActorPoolStrategy(size=res.concurrency or 1)
+
+
+def apply(dataset: ray.data.Dataset, step: StageStep) -> ray.data.Dataset:
+    res = step.resources
+    common: dict[str, Any] = {
+        "batch_format": "pyarrow",
+        "batch_size": res.batch_size,
+        "num_cpus": res.num_cpus,
+        "zero_copy_batch": True,
+        "compute": compute_strategy(res),
+    }
+    if res.num_gpus:
+        common["num_gpus"] = res.num_gpus
+    if res.compute == "actors":
+        return dataset.map_batches(step.fn, fn_constructor_kwargs=step.kwargs, **common)
+    return dataset.map_batches(_CallOnce(step.fn, step.kwargs), **common)
+
+
+def stage_steps(config: CaptionRunConfig, resume_from: str | None) -> list[StageStep]:
+    steps = [
+        StageStep(
+            ReadStage,
+            {"config": config.read, "max_bytes": config.validation.max_bytes},
+            config.read.resources,
+        ),
+        StageStep(ValidateStage, {"config": config.validation}, config.validation.resources),
+        StageStep(FingerprintStage, {"config": config.dedup}, config.validation.resources),
+        StageStep(
+            DedupStage, {"config": config.dedup, "resume_from": resume_from}, config.dedup.resources
+        ),
+    ]
+    if config.caption is not None:
+        steps.append(StageStep(CaptionStage, {"config": config.caption}, config.caption.resources))
+    return steps
+
+
+def _min_pool(res: Resources) -> int:
+    if isinstance(res.concurrency, tuple):
+        return res.concurrency[0]
+    return res.concurrency or 1
+
+
+def check_fits(steps: list[StageStep], cpus: float, gpus: float) -> None:
+    """Refuse, with the numbers, a plan whose actors leave no room for its tasks.
+
+    Actor pools hold their reservations for the whole run; tasks need room beside them.
+    """
+    actors = [s for s in steps if s.resources.compute == "actors"]
+    tasks = [s.resources for s in steps if s.resources.compute == "tasks"]
+    held_cpus = sum(_min_pool(s.resources) * s.resources.num_cpus for s in actors)
+    held_gpus = sum(_min_pool(s.resources) * s.resources.num_gpus for s in actors)
+    task_cpus = max([WRITER_CPUS, *(r.num_cpus for r in tasks)])
+    task_gpus = max([0.0, *(r.num_gpus for r in tasks)])
+    held = ", ".join(
+        f"{s.fn.COLUMNS.stage} {_min_pool(s.resources)}x{s.resources.num_cpus} CPU"
+        f"{f' {s.resources.num_gpus} GPU' if s.resources.num_gpus else ''}"
+        for s in actors
+    )
+    if held_cpus + task_cpus > cpus:
+        raise ResourceError(
+            f"the stages need {held_cpus + task_cpus:g} CPUs at once (actors: {held}; plus "
+            f"{task_cpus:g} for a task) but the cluster has {cpus:g}: lower "
+            "<stage>.resources.num_cpus or concurrency"
+        )
+    if held_gpus + task_gpus > gpus:
+        raise ResourceError(
+            f"the stages need {held_gpus + task_gpus:g} GPUs (actors: {held}) but the cluster "
+            f"has {gpus:g}: set <stage>.resources.num_gpus=0 and <stage>.engine.device=cpu, "
+            "or run on a cluster with GPUs"
+        )
+
+
+def captions_schema(steps: list[StageStep]) -> pa.Schema:
+    fields = [f for step in steps for f in step.fn.COLUMNS.fields() if f.name != "data"]
+    return records.captions_schema(fields)
+
+
+def build_caption_pipeline(
+    config: CaptionRunConfig, listing: pa.Table, run_id: str, resume_from: str | None = None
+) -> ray.data.Dataset:
+    import ray.data
+
+    steps = stage_steps(config, resume_from)
+    rows = config.ray.rows_per_block
+    blocks = [listing.slice(start, rows) for start in range(0, listing.num_rows, rows)]
+    dataset = ray.data.from_arrow(blocks)
+    for step in steps:
+        dataset = apply(dataset, step)
+    writer = ShardWriter(
+        output=config.output,
+        captions_schema=captions_schema(steps),
+        run_id=run_id,
+        factory_version=__version__,
+        compression=config.output_options.compression,
+    )
+    return dataset.map_batches(
+        writer,
+        batch_format="pyarrow",
+        batch_size=config.output_options.rows_per_shard,
+        num_cpus=WRITER_CPUS,
+        zero_copy_batch=True,
+    )

@@ -1,0 +1,179 @@
+"""Run a caption job: list, skip what is already written, stream, account, record.
+
+The accounting invariant is checked here, at the end of every run:
+    inputs = accepted + rejected + duplicates + skipped_existing
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from factory import __version__
+from factory.config import CaptionRunConfig
+from factory.io import outputs, uris
+from factory.io.listing import list_inputs
+
+_VERSIONED = ("ray", "pyarrow", "numpy", "pillow", "pydantic", "torch", "transformers", "vllm")
+
+
+class InvariantError(RuntimeError):
+    """Rows went missing or were counted twice: the run must not look successful."""
+
+
+@dataclass
+class RunCounts:
+    inputs: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    skipped_existing: int = 0
+
+    def balanced(self) -> bool:
+        outcome = self.accepted + self.rejected + self.duplicates + self.skipped_existing
+        return self.inputs == outcome
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    output: str
+    counts: RunCounts
+    rejected_reasons: Counter = field(default_factory=Counter)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def new_run_id() -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def package_versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "caption-factory": __version__}
+    for name in _VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _notes(config: CaptionRunConfig) -> list[str]:
+    notes = []
+    if config.caption is None:
+        notes.append("captioning was skipped (caption: null)")
+    elif config.caption.engine.model.startswith("builtin://"):
+        notes.append(
+            f"captions by {config.caption.engine.model}, a random-weight demo model: "
+            "its captions are noise, not descriptions"
+        )
+    return notes
+
+
+def run_caption(config: CaptionRunConfig) -> RunResult:
+    if not config.input or not config.output:
+        raise ValueError("a caption run needs both an input and an output")
+    started = time.perf_counter()
+    run_id = config.run_id or new_run_id()
+    listing = list_inputs(config.input, tuple(e.lower() for e in config.extensions))
+    done = outputs.existing_uris(config.output)
+    table = listing.table
+    if done:
+        keep = pc.invert(pc.is_in(table.column("uri"), value_set=pa.array(sorted(done))))
+        table = table.filter(keep)
+    result = RunResult(
+        run_id=run_id, output=config.output, counts=RunCounts(), notes=_notes(config)
+    )
+    result.counts.inputs = listing.table.num_rows
+    result.counts.skipped_existing = listing.table.num_rows - table.num_rows
+    if table.num_rows:
+        _stream(config, table, run_id, result)
+    result.wall_seconds = time.perf_counter() - started
+    _record(config, listing.ignored_files, result)
+    if not result.counts.balanced():
+        raise InvariantError(f"inputs do not add up: {result.counts}")
+    return result
+
+
+def _stream(config: CaptionRunConfig, table: pa.Table, run_id: str, result: RunResult) -> None:
+    import ray
+
+    from factory.pipeline import build_caption_pipeline, check_fits, stage_steps
+
+    if not ray.is_initialized():
+        ray.init(
+            address=config.ray.address,
+            num_cpus=config.ray.num_cpus,
+            include_dashboard=config.ray.include_dashboard,
+            log_to_driver=True,
+        )
+    if _fixed_size_cluster(config):
+        total = ray.cluster_resources()
+        check_fits(stage_steps(config, None), total.get("CPU", 0.0), total.get("GPU", 0.0))
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = config.ray.preserve_order
+    dataset = build_caption_pipeline(config, table, run_id, resume_from=config.output)
+    for summary in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        for row in summary.to_pylist():
+            result.counts.accepted += row["accepted"]
+            result.counts.rejected += row["rejected"]
+            result.counts.duplicates += row["duplicates"]
+            result.rejected_reasons.update(json.loads(row["rejected_reasons"]))
+            for stage, seconds in json.loads(row["stage_seconds"]).items():
+                result.stage_seconds[stage] = result.stage_seconds.get(stage, 0.0) + seconds
+
+
+def _fixed_size_cluster(config: CaptionRunConfig) -> bool:
+    """A local Ray started by this process cannot grow; an autoscaling cluster can."""
+    import os
+
+    return config.ray.address is None and not os.environ.get("RAY_ADDRESS")
+
+
+def _record(config: CaptionRunConfig, ignored_files: int, result: RunResult) -> None:
+    payload = {
+        "run_id": result.run_id,
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "config": config.model_dump(mode="json"),
+        "versions": package_versions(),
+        "counts": vars(result.counts),
+        "rejected_reasons": dict(result.rejected_reasons),
+        "stage_seconds": {k: round(v, 4) for k, v in sorted(result.stage_seconds.items())},
+        "wall_seconds": round(result.wall_seconds, 3),
+        "ignored_files": ignored_files,
+        "notes": result.notes,
+        "command": sys.argv,
+    }
+    outputs.write_json(uris.join(config.output, "run.json"), payload)
+
+
+def summary_text(result: RunResult) -> str:
+    c = result.counts
+    lines = [
+        f"caption run {result.run_id} -> {result.output}",
+        f"  inputs {c.inputs}: accepted {c.accepted}, rejected {c.rejected}, "
+        f"duplicates {c.duplicates}, skipped (already written) {c.skipped_existing}",
+    ]
+    for reason, count in result.rejected_reasons.most_common():
+        lines.append(f"  rejected {count:>5}  {reason}")
+    if result.stage_seconds:
+        timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.stage_seconds.items())
+        lines.append(f"  stage seconds (summed over workers): {timings}")
+    lines.append(f"  wall time {result.wall_seconds:.1f}s")
+    lines.extend(f"  NOTE: {note}" for note in result.notes)
+    return "\n".join(lines)
+
+
+__all__ = ["InvariantError", "RunCounts", "RunResult", "run_caption", "summary_text"]

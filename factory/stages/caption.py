@@ -1,0 +1,79 @@
+"""Caption each accepted image with a chat engine and a versioned prompt template."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from pydantic import Field
+
+from factory import records
+from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
+from factory.prompts import load_prompt
+from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
+
+KNOWLEDGE_FIELDS = ("title", "creator", "date", "medium", "museum", "collection", "description")
+IDENTITY_FIELDS = ("title", "creator")
+
+
+class CaptionConfig(StageConfig):
+    engine: EngineConfig = Field(
+        default_factory=lambda: EngineConfig(model="builtin://tiny-llava"),
+        description="which model and engine write the captions",
+    )
+    prompt: str = Field("caption_detailed", description="prompt template: name or name.vN")
+    generation: GenerationParams = Field(default_factory=GenerationParams)
+    catalogue_knowledge: bool = Field(
+        True, description="give the catalogue record to the model as world knowledge"
+    )
+    name_identities: bool = Field(
+        True,
+        description="let title and creator reach the model; off for formal analysis, "
+        "where recognise-then-recite produces hallucinations",
+    )
+    resources: Resources = Field(
+        default_factory=lambda: Resources(compute="actors", concurrency=1, batch_size=8)
+    )
+
+
+def knowledge_block(row: Row, name_identities: bool) -> str:
+    fields = [f for f in KNOWLEDGE_FIELDS if name_identities or f not in IDENTITY_FIELDS]
+    lines = [f"- {name}: {row[name]}" for name in fields if row.get(name)]
+    if not lines:
+        return ""
+    return "Catalogue record (may be incomplete; trust the image):\n" + "\n".join(lines)
+
+
+class CaptionStage:
+    COLUMNS = Columns(
+        stage="caption",
+        needs=("image", *records.CATALOGUE_COLUMNS),
+        adds={"caption": pa.string(), "caption_lineage": records.LINEAGE_TYPE},
+    )
+
+    def __init__(self, config: CaptionConfig):
+        from factory.models.engine import load_engine
+
+        self.config = config
+        self.template = load_prompt(config.prompt)
+        self.engine = load_engine(config.engine)
+        info = self.engine.info
+        self.lineage = {
+            "model": info.model,
+            "revision": info.revision,
+            "engine": info.engine,
+            "prompt_template": self.template.id,
+            "prompt_sha256": self.template.sha256,
+        }
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return map_batch(batch, self.COLUMNS, self._caption)
+
+    def _caption(self, rows: list[Row]) -> list[Row]:
+        requests = [ChatRequest(prompt=self._prompt(row), image=row["image"]) for row in rows]
+        texts = self.engine.generate(requests, self.config.generation)
+        return [{"caption": text, "caption_lineage": self.lineage} for text in texts]
+
+    def _prompt(self, row: Row) -> str:
+        knowledge = ""
+        if self.config.catalogue_knowledge:
+            knowledge = knowledge_block(row, self.config.name_identities)
+        return self.template.render(knowledge=knowledge)

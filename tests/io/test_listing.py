@@ -1,0 +1,65 @@
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from factory import records
+from factory.io import uris
+from factory.io.listing import ListingError, list_inputs
+
+
+def touch(path, data=b"x"):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def test_folder_is_listed_recursively_sorted_and_filtered(tmp_path):
+    for name in ["b.jpg", "a.PNG", "sub/deep/c.webp", "notes.txt", ".hidden.jpg", ".git/x.jpg"]:
+        touch(str(tmp_path / name))
+    listing = list_inputs(str(tmp_path))
+    names = [os.path.relpath(u, tmp_path) for u in listing.table.column("uri").to_pylist()]
+    assert names == ["a.PNG", "b.jpg", "sub/deep/c.webp"]
+    assert listing.table.column("input_index").to_pylist() == [0, 1, 2]
+    assert listing.ignored_files == 1
+    assert listing.table.schema == records.LISTING_SCHEMA
+
+
+def test_names_with_spaces_and_undecodable_bytes_round_trip(tmp_path):
+    touch(str(tmp_path / "with space.jpg"), b"one")
+    touch(os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg"), b"two")
+    listed = list_inputs(str(tmp_path)).table.column("uri").to_pylist()
+    assert any(u.startswith("file://") and u.endswith("caf%E9.jpg") for u in listed)
+    assert sorted(uris.read_bytes(u) for u in listed) == [b"one", b"two"]
+
+
+def test_manifest_formats_carry_catalogue_and_resolve_relative_paths(tmp_path):
+    touch(str(tmp_path / "img" / "a.jpg"))
+    rows = [
+        {"uri": "img/a.jpg", "object_id": "00123", "title": "Harvest", "extra": "x"},
+        {"uri": "", "object_id": "00124", "title": "Missing"},
+    ]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    csv_text = "uri,object_id,title\nimg/a.jpg,00123,Harvest\n,00124,Missing\n"
+    (tmp_path / "m.csv").write_text(csv_text)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
+    for name in ["m.jsonl", "m.csv", "m.parquet"]:
+        table = list_inputs(str(tmp_path / name)).table
+        assert table.column("uri")[0].as_py() == str(tmp_path / "img" / "a.jpg")
+        assert table.column("object_id").to_pylist() == ["00123", "00124"], name
+        assert table.column("title").to_pylist() == ["Harvest", "Missing"]
+        assert table.column("status").to_pylist() == ["ok", "rejected"]
+        assert table.column("reason")[1].as_py() == "missing_uri"
+
+
+def test_listing_errors_are_specific(tmp_path):
+    with pytest.raises(ListingError, match="does not exist"):
+        list_inputs(str(tmp_path / "nope"))
+    (tmp_path / "m.csv").write_text("path\na.jpg\n")
+    with pytest.raises(ListingError, match="no 'uri' column"):
+        list_inputs(str(tmp_path / "m.csv"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ListingError, match="no input images"):
+        list_inputs(str(tmp_path / "empty"))

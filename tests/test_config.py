@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from factory.cli import main
+from factory.config import CaptionRunConfig, load_config
+
+PRESETS = sorted((Path(__file__).parent.parent / "jobs" / "configs").glob("caption_*.yaml"))
+
+
+def test_defaults_work_offline():
+    config = CaptionRunConfig()
+    assert config.caption.engine.model == "builtin://tiny-llava"
+    assert config.caption.engine.trust_remote_code is False
+    assert config.dedup.resources.concurrency == 1
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.name for p in PRESETS])
+def test_every_preset_parses(preset):
+    assert isinstance(load_config(preset), CaptionRunConfig)
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("validation:\n  min_side: 10\n")
+    config = load_config(
+        path,
+        ["validation.min_side=64", "dedup.near=false", "caption.engine.model=/m", "extensions=[]"],
+    )
+    assert config.validation.min_side == 64
+    assert config.dedup.near is False
+    assert config.caption.engine.model == "/m"
+    assert config.extensions == []
+    assert load_config(None, ["caption=null"]).caption is None
+
+
+def test_unknown_fields_and_bad_values_are_refused():
+    with pytest.raises(ValidationError, match="min_sid"):
+        load_config(None, ["validation.min_sid=3"])
+    with pytest.raises(ValidationError, match="hamming_threshold"):
+        load_config(None, ["dedup.hamming_threshold=99"])
+    with pytest.raises(ValueError, match="not key=value"):
+        load_config(None, ["novalue"])
+
+
+def test_cli_config_prints_resolved_yaml_and_reports_errors(capsys):
+    assert main(["config", "--set", "dedup.hamming_threshold=3"]) == 0
+    assert "hamming_threshold: 3" in capsys.readouterr().out
+    assert main(["config", "--set", "dedup.bogus=1"]) == 2
+    assert "bogus" in capsys.readouterr().err

@@ -1,0 +1,34 @@
+"""Importing the library's light modules must not load heavy ML stacks.
+
+Drivers and configs import these; torch, transformers, vllm and ray.data load only inside
+the actors and engines that use them. A fresh interpreter keeps other tests' imports out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HEAVY_MODULES = ("torch", "transformers", "vllm", "ray.data")
+LIGHT_MODULES = ("factory", "factory.models.engine", "factory.models.weights")
+
+
+def _modules_loaded_by(modules: tuple[str, ...]) -> set[str]:
+    script = (
+        f"import json, sys\nimport {', '.join(modules)}\nprint(json.dumps(sorted(sys.modules)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    return set(json.loads(result.stdout))
+
+
+def test_light_modules_do_not_import_heavy_stacks():
+    loaded = _modules_loaded_by(LIGHT_MODULES)
+    assert set(LIGHT_MODULES) <= loaded
+    assert [name for name in HEAVY_MODULES if name in loaded] == []
