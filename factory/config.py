@@ -83,17 +83,29 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     node[leaf] = yaml.safe_load(raw)
 
 
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `update` onto `base`: a section names only the fields it changes."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] = (),
     model: type[BaseModel] = CaptionRunConfig,
 ) -> Any:
-    tree: dict[str, Any] = {}
+    """Defaults, then the YAML file, then each `key=value`; each layer only changes fields."""
+    tree = model().model_dump(mode="json")
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text("utf-8"))
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"config {path} must be a mapping, not {type(loaded).__name__}")
-        tree = loaded or {}
+        tree = merge(tree, loaded or {})
     for assignment in overrides:
         apply_override(tree, assignment)
     return model.model_validate(tree)

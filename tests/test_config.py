@@ -35,6 +35,15 @@ def test_overrides_are_typed_and_nested(tmp_path):
     assert load_config(None, ["caption=null"]).caption is None
 
 
+def test_a_section_changes_only_the_fields_it_names(tmp_path):
+    config = load_config(None, ["dedup.resources.num_cpus=1", "caption.engine.cache_dir=/c"])
+    assert config.dedup.resources.compute == "actors"
+    assert config.dedup.resources.concurrency == 1
+    assert config.dedup.resources.num_cpus == 1
+    assert config.caption.engine.model == "builtin://tiny-llava"
+    assert config.caption.engine.cache_dir == "/c"
+
+
 def test_unknown_fields_and_bad_values_are_refused():
     with pytest.raises(ValidationError, match="min_sid"):
         load_config(None, ["validation.min_sid=3"])

@@ -13,8 +13,18 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HEAVY_MODULES = ("torch", "transformers", "vllm", "ray.data")
-LIGHT_MODULES = ("factory", "factory.models.engine", "factory.models.weights")
+HEAVY_MODULES = ("torch", "transformers", "vllm", "onnxruntime", "deepspeed", "ray.data")
+# what `factory <command>` loads before any work starts, and the stage modules a plan names
+LIGHT_MODULES = (
+    "factory",
+    "factory.cli",
+    "factory.config",
+    "factory.pipeline",
+    "factory.runner",
+    "factory.stages.caption",
+    "factory.models.engine",
+    "factory.models.weights",
+)
 
 
 def _modules_loaded_by(modules: tuple[str, ...]) -> set[str]:
@@ -26,6 +36,11 @@ def _modules_loaded_by(modules: tuple[str, ...]) -> set[str]:
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
     )
     return set(json.loads(result.stdout))
+
+
+def test_import_factory_alone_is_light():
+    loaded = _modules_loaded_by(("factory",))
+    assert [name for name in (*HEAVY_MODULES, "ray", "pyarrow") if name in loaded] == []
 
 
 def test_light_modules_do_not_import_heavy_stacks():

@@ -1,0 +1,151 @@
+"""`factory caption` end to end on a real local Ray: every input accounted for."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow.parquet as pq
+import pytest
+
+from factory.cli import main
+from factory.io import uris
+from factory.io.outputs import read_output
+from tests import imagegen
+
+NO_CAPTION = ["--set", "caption=null"]
+
+
+def run_cli(capsys, source: str, output: str, *extra: str) -> tuple[dict, str]:
+    assert main(["caption", "--input", source, "--output", output, *extra]) == 0
+    printed = capsys.readouterr().out
+    with open(os.path.join(output, "run.json")) as handle:
+        return json.load(handle), printed
+
+
+def outcomes(output: str) -> dict[str, str]:
+    """uri -> what the run decided, read back from the three output folders."""
+    found: dict[str, str] = {}
+    captions = read_output(output, "captions", ["uri"])
+    rejected = read_output(output, "rejected", ["uri", "reason"])
+    duplicates = read_output(output, "duplicates", ["uri", "kind"])
+    rows = [
+        *((r["uri"], "accepted") for r in (captions.to_pylist() if captions else [])),
+        *((r["uri"], f"rejected:{r['reason']}") for r in (rejected.to_pylist() if rejected else [])),
+        *((r["uri"], f"duplicate:{r['kind']}") for r in (duplicates.to_pylist() if duplicates else [])),
+    ]
+    for uri, outcome in rows:
+        assert uri not in found, f"{uri} written twice"
+        found[uri] = outcome
+    return found
+
+
+def expected_by_uri(root, expected: dict[str, str]) -> dict[str, str]:
+    return {uris.local_path_to_uri(os.path.join(str(root), k)): v for k, v in expected.items()}
+
+
+def test_mixed_folder_every_input_accounted_for_and_captioned(tmp_path, capsys, ray_local):
+    expected = imagegen.write_mixed_folder(tmp_path / "in")
+    output = str(tmp_path / "out")
+    run, printed = run_cli(capsys, str(tmp_path / "in"), output)
+
+    assert outcomes(output) == expected_by_uri(tmp_path / "in", expected)
+    counts = run["counts"]
+    assert counts["inputs"] == len(expected)
+    assert counts["inputs"] == counts["accepted"] + counts["rejected"] + counts["duplicates"]
+    assert counts["accepted"] == sum(v == "accepted" for v in expected.values())
+    assert counts["skipped_existing"] == 0
+    assert set(run["stage_seconds"]) >= {"read", "validate", "fingerprint", "dedup", "caption"}
+    assert run["config"]["input"] == str(tmp_path / "in")
+    assert "ray" in run["versions"]
+
+    captions = read_output(output, "captions")
+    assert all(text.strip() for text in captions.column("caption").to_pylist())
+    lineage = captions.column("caption_lineage")[0].as_py()
+    assert lineage["model"] == "builtin://tiny-llava" and len(lineage["prompt_sha256"]) == 64
+    assert set(captions.column("run_id").to_pylist()) == {run["run_id"]}
+    assert max(captions.column("width").to_pylist() + captions.column("height").to_pylist()) <= 1024
+    duplicates = read_output(output, "duplicates").to_pylist()
+    harbour = uris.local_path_to_uri(str(tmp_path / "in" / "harbour.jpg"))
+    assert {row["duplicate_of"] for row in duplicates} == {harbour}
+    assert "random-weight demo model" in printed
+    assert f"inputs {len(expected)}:" in printed
+
+    rerun, printed = run_cli(capsys, str(tmp_path / "in"), output)
+    assert rerun["counts"]["skipped_existing"] == len(expected)
+    assert rerun["counts"]["accepted"] == 0
+    assert outcomes(output) == expected_by_uri(tmp_path / "in", expected)
+
+
+def test_manifest_carries_catalogue_and_rejects_at_read(tmp_path, capsys, ray_local):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "wave.jpg").write_bytes(imagegen.jpeg(300, 200, seed=11))
+    (tmp_path / "img" / "big.jpg").write_bytes(imagegen.jpeg(900, 700, seed=12))
+    manifest = tmp_path / "objects.csv"
+    manifest.write_text(
+        "uri,object_id,title,creator,museum\n"
+        "img/wave.jpg,00042,The Great Wave,Hokusai,Met\n"
+        "img/big.jpg,00043,Large,,\n"
+        "img/missing.jpg,00044,Lost,,\n"
+        ",00045,No file,,\n"
+    )
+    output = str(tmp_path / "out")
+    run, _ = run_cli(capsys, str(manifest), output, *NO_CAPTION, "--set", "validation.max_bytes=12000")
+
+    captions = read_output(output, "captions").to_pylist()
+    assert [(r["object_id"], r["title"], r["creator"]) for r in captions] == [
+        ("00042", "The Great Wave", "Hokusai")
+    ]
+    rejected = {r["uri"].rsplit("/", 1)[-1]: r for r in read_output(output, "rejected").to_pylist()}
+    assert rejected["big.jpg"]["reason"] == "file_too_large"
+    assert rejected["big.jpg"]["stage"] == "read"
+    assert rejected["missing.jpg"]["reason"] == "unreadable"
+    assert rejected[""]["reason"] == "missing_uri"
+    assert run["counts"] == {
+        "inputs": 4, "accepted": 1, "rejected": 3, "duplicates": 0, "skipped_existing": 0
+    }
+
+
+def test_s3_input_and_output_over_http(tmp_path, capsys, ray_local, s3_bucket):
+    import boto3
+    import pyarrow.fs as pafs
+
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    for seed in range(3):
+        s3.put_object(Bucket=s3_bucket, Key=f"in/a{seed}.jpg", Body=imagegen.jpeg(200, 150, seed))
+    s3.put_object(Bucket=s3_bucket, Key="in/sub/copy.jpg", Body=imagegen.jpeg(200, 150, 0))
+    s3.put_object(Bucket=s3_bucket, Key="in/broken.jpg", Body=b"<html>503</html>")
+    s3.put_object(Bucket=s3_bucket, Key="manifest.jsonl", Body=b'{"uri": "in/a1.jpg", "title": "T"}')
+    output = f"s3://{s3_bucket}/runs/one"
+    assert main(["caption", "--input", f"s3://{s3_bucket}/in", "--output", output, *NO_CAPTION]) == 0
+
+    filesystem, path = uris.filesystem(output)
+    run = json.loads(uris.read_bytes(f"{output}/run.json"))
+    assert run["counts"] == {
+        "inputs": 5, "accepted": 3, "rejected": 1, "duplicates": 1, "skipped_existing": 0
+    }
+    found = outcomes(output)
+    assert found[f"s3://{s3_bucket}/in/sub/copy.jpg"] == "duplicate:exact"
+    assert found[f"s3://{s3_bucket}/in/broken.jpg"] == "rejected:not_an_image"
+    shards = filesystem.get_file_info(pafs.FileSelector(f"{path}/captions"))
+    assert pq.read_table(shards[0].path, filesystem=filesystem).num_rows == 3
+
+    from_manifest = f"s3://{s3_bucket}/runs/two"
+    main(["caption", "--input", f"s3://{s3_bucket}/manifest.jsonl", "--output", from_manifest,
+          *NO_CAPTION])  # fmt: skip
+    row = read_output(from_manifest, "captions").to_pylist()[0]
+    assert (row["uri"], row["title"]) == (f"s3://{s3_bucket}/in/a1.jpg", "T")
+    capsys.readouterr()
+
+
+def test_bad_input_uri_is_a_clear_error(tmp_path, capsys):
+    assert main(["caption", "--input", str(tmp_path / "nope"), "--output", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["caption.resources.num_gpus=1", "caption.resources.num_cpus=2"])
+def test_plans_that_cannot_fit_the_cluster_are_refused_not_hung(tmp_path, capsys, ray_local, bad):
+    (tmp_path / "a.jpg").write_bytes(imagegen.jpeg(100, 100, seed=1))
+    code = main(["caption", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--set", bad])
+    assert code == 2
+    assert "the stages need" in capsys.readouterr().err
