@@ -71,15 +71,13 @@ def package_versions() -> dict[str, str]:
 
 
 def _notes(config: CaptionRunConfig) -> list[str]:
-    notes = []
+    from factory.models.weights import builtin_note
+
     if config.caption is None:
-        notes.append("captioning was skipped (caption: null)")
-    elif config.caption.engine.model.startswith("builtin://"):
-        notes.append(
-            f"captions by {config.caption.engine.model}, a random-weight demo model: "
-            "its captions are noise, not descriptions"
-        )
-    return notes
+        return ["captioning was skipped (caption: null)"]
+    model = config.caption.engine.model
+    note = builtin_note(model)
+    return [f"captions by {model}, a {note}"] if note else []
 
 
 def run_caption(config: CaptionRunConfig) -> RunResult:

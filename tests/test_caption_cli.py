@@ -23,20 +23,21 @@ def run_cli(capsys, source: str, output: str, *extra: str) -> tuple[dict, str]:
         return json.load(handle), printed
 
 
+LABELS = {
+    "captions": lambda row: "accepted",
+    "rejected": lambda row: f"rejected:{row['reason']}",
+    "duplicates": lambda row: f"duplicate:{row['kind']}",
+}
+
+
 def outcomes(output: str) -> dict[str, str]:
     """uri -> what the run decided, read back from the three output folders."""
     found: dict[str, str] = {}
-    captions = read_output(output, "captions", ["uri"])
-    rejected = read_output(output, "rejected", ["uri", "reason"])
-    duplicates = read_output(output, "duplicates", ["uri", "kind"])
-    rows = [
-        *((r["uri"], "accepted") for r in (captions.to_pylist() if captions else [])),
-        *((r["uri"], f"rejected:{r['reason']}") for r in (rejected.to_pylist() if rejected else [])),
-        *((r["uri"], f"duplicate:{r['kind']}") for r in (duplicates.to_pylist() if duplicates else [])),
-    ]
-    for uri, outcome in rows:
-        assert uri not in found, f"{uri} written twice"
-        found[uri] = outcome
+    for folder, label in LABELS.items():
+        table = read_output(output, folder)
+        for row in table.to_pylist() if table is not None else []:
+            assert row["uri"] not in found, f"{row['uri']} written twice"
+            found[row["uri"]] = label(row)
     return found
 
 
@@ -90,7 +91,8 @@ def test_manifest_carries_catalogue_and_rejects_at_read(tmp_path, capsys, ray_lo
         ",00045,No file,,\n"
     )
     output = str(tmp_path / "out")
-    run, _ = run_cli(capsys, str(manifest), output, *NO_CAPTION, "--set", "validation.max_bytes=12000")
+    small = ["--set", "validation.max_bytes=12000"]
+    run, _ = run_cli(capsys, str(manifest), output, *NO_CAPTION, *small)
 
     captions = read_output(output, "captions").to_pylist()
     assert [(r["object_id"], r["title"], r["creator"]) for r in captions] == [
@@ -102,7 +104,11 @@ def test_manifest_carries_catalogue_and_rejects_at_read(tmp_path, capsys, ray_lo
     assert rejected["missing.jpg"]["reason"] == "unreadable"
     assert rejected[""]["reason"] == "missing_uri"
     assert run["counts"] == {
-        "inputs": 4, "accepted": 1, "rejected": 3, "duplicates": 0, "skipped_existing": 0
+        "inputs": 4,
+        "accepted": 1,
+        "rejected": 3,
+        "duplicates": 0,
+        "skipped_existing": 0,
     }
 
 
@@ -115,14 +121,20 @@ def test_s3_input_and_output_over_http(tmp_path, capsys, ray_local, s3_bucket):
         s3.put_object(Bucket=s3_bucket, Key=f"in/a{seed}.jpg", Body=imagegen.jpeg(200, 150, seed))
     s3.put_object(Bucket=s3_bucket, Key="in/sub/copy.jpg", Body=imagegen.jpeg(200, 150, 0))
     s3.put_object(Bucket=s3_bucket, Key="in/broken.jpg", Body=b"<html>503</html>")
-    s3.put_object(Bucket=s3_bucket, Key="manifest.jsonl", Body=b'{"uri": "in/a1.jpg", "title": "T"}')
+    manifest = b'{"uri": "in/a1.jpg", "title": "T"}'
+    s3.put_object(Bucket=s3_bucket, Key="manifest.jsonl", Body=manifest)
     output = f"s3://{s3_bucket}/runs/one"
-    assert main(["caption", "--input", f"s3://{s3_bucket}/in", "--output", output, *NO_CAPTION]) == 0
+    source = f"s3://{s3_bucket}/in"
+    assert main(["caption", "--input", source, "--output", output, *NO_CAPTION]) == 0
 
     filesystem, path = uris.filesystem(output)
     run = json.loads(uris.read_bytes(f"{output}/run.json"))
     assert run["counts"] == {
-        "inputs": 5, "accepted": 3, "rejected": 1, "duplicates": 1, "skipped_existing": 0
+        "inputs": 5,
+        "accepted": 3,
+        "rejected": 1,
+        "duplicates": 1,
+        "skipped_existing": 0,
     }
     found = outcomes(output)
     assert found[f"s3://{s3_bucket}/in/sub/copy.jpg"] == "duplicate:exact"
@@ -146,6 +158,7 @@ def test_bad_input_uri_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.parametrize("bad", ["caption.resources.num_gpus=1", "caption.resources.num_cpus=2"])
 def test_plans_that_cannot_fit_the_cluster_are_refused_not_hung(tmp_path, capsys, ray_local, bad):
     (tmp_path / "a.jpg").write_bytes(imagegen.jpeg(100, 100, seed=1))
-    code = main(["caption", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--set", bad])
+    output = str(tmp_path / "o")
+    code = main(["caption", "--input", str(tmp_path), "--output", output, "--set", bad])
     assert code == 2
     assert "the stages need" in capsys.readouterr().err

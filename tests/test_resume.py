@@ -59,9 +59,10 @@ def test_killed_driver_then_rerun_writes_every_image_exactly_once(tmp_path):
     counts = run["counts"]
     assert counts["inputs"] == IMAGES + 1
     assert counts["skipped_existing"] >= written_before
-    assert counts["accepted"] + counts["rejected"] + counts["duplicates"] + counts[
-        "skipped_existing"
-    ] == counts["inputs"]
+    assert (
+        counts["accepted"] + counts["rejected"] + counts["duplicates"] + counts["skipped_existing"]
+        == counts["inputs"]
+    )
 
     captions = read_output(str(output), "captions", ["uri"]).column("uri").to_pylist()
     duplicates = read_output(str(output), "duplicates", ["uri", "duplicate_of"]).to_pylist()

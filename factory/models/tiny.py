@@ -26,8 +26,6 @@ from transformers import (
 )
 from transformers.models.clip import CLIPImageProcessorPil
 
-TINY_LLAVA_NOTE = "random-weight demo model: its captions are noise, not descriptions"
-
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
 # "default" feature selection drops CLIP's CLS token, so one <image> token per patch.

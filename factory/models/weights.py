@@ -30,6 +30,15 @@ BUILTIN_SCHEME = "builtin://"
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "tiny-llava": ("tiny-llava-v1", "factory.models.tiny:ensure_tiny_llava"),
 }
+RANDOM_WEIGHTS_NOTE = "random-weight demo model: its captions are noise, not descriptions"
+
+
+def builtin_note(uri: str) -> str | None:
+    """What a run summary must say about a builtin model's output, or None."""
+    name = uri[len(BUILTIN_SCHEME) :].strip("/") if uri.startswith(BUILTIN_SCHEME) else None
+    return RANDOM_WEIGHTS_NOTE if name in BUILTIN_MODELS else None
+
+
 _CHUNK_BYTES = 8 * 1024 * 1024
 
 

@@ -1,0 +1,60 @@
+import pyarrow as pa
+import pytest
+
+from factory.models.engine import EngineConfig
+from factory.models.tiny import build_tiny_llava
+from factory.stages.caption import CaptionConfig, CaptionStage, knowledge_block
+from tests import imagegen
+from tests.helpers import listing
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    return build_tiny_llava(str(tmp_path_factory.mktemp("models") / "tiny"))
+
+
+def batch(images: list[bytes], **catalogue) -> pa.Table:
+    table = listing([f"img{i}.jpg" for i in range(len(images))])
+    for name, values in catalogue.items():
+        table = table.set_column(table.column_names.index(name), name, pa.array(values))
+    return table.append_column("image", pa.array(images, pa.binary()))
+
+
+def stage(model: str, **engine) -> CaptionStage:
+    return CaptionStage(CaptionConfig(engine=EngineConfig(model=model, **engine)))
+
+
+def test_every_ok_row_gets_a_caption_with_lineage(tiny_model):
+    out = stage(tiny_model)(batch([imagegen.jpeg(120, 90, s) for s in range(3)]))
+    captions = out.column("caption").to_pylist()
+    assert len(captions) == 3 and all(text.strip() for text in captions)
+    lineage = out.column("caption_lineage").to_pylist()
+    assert {row["prompt_template"] for row in lineage} == {"caption_detailed.v1"}
+    assert lineage[0]["engine"] == "transformers" and lineage[0]["model"] == tiny_model
+    assert len(lineage[0]["revision"]) >= 8
+
+
+def test_an_image_the_engine_cannot_read_is_rejected_alone(tiny_model):
+    out = stage(tiny_model)(batch([imagegen.jpeg(120, 90, 1), b"not an image"]))
+    assert out.column("status").to_pylist() == ["ok", "rejected"]
+    assert out.column("reject_stage").to_pylist() == [None, "caption"]
+    assert out.column("caption")[0].as_py()
+
+
+def test_formal_analysis_style_keeps_identities_from_the_model():
+    row = {"title": "The Harvesters", "creator": "Bruegel", "medium": "oil on wood"}
+    assert "Bruegel" in knowledge_block(row, name_identities=True)
+    hidden = knowledge_block(row, name_identities=False)
+    assert "Bruegel" not in hidden and "Harvesters" not in hidden and "oil on wood" in hidden
+    assert knowledge_block({}, name_identities=True) == ""
+
+
+@pytest.mark.gpu
+def test_cuda_captions_match_cpu_and_bf16_runs(tiny_model):
+    images = batch([imagegen.jpeg(200, 150, s) for s in range(4)])
+    on_cpu = stage(tiny_model, device="cpu", dtype="float32")(images)
+    on_gpu = stage(tiny_model, device="cuda", dtype="float32")(images)
+    assert on_gpu.column("caption").to_pylist() == on_cpu.column("caption").to_pylist()
+    half = stage(tiny_model, device="cuda", dtype="bfloat16")(images)
+    assert half.column("status").to_pylist() == ["ok"] * 4
+    assert all(half.column("caption").to_pylist())
