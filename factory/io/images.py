@@ -141,7 +141,7 @@ def normalise_image(data: bytes, limits: ImageLimits) -> NormalisedImage:
         frames = _decoded(lambda: getattr(image, "n_frames", 1))
         source_mode, source_size = image.mode, image.size
         _decode_small_enough(image, limits.max_side)
-    rgb = _shrunk(_to_rgb(ImageOps.exif_transpose(image)), limits.max_side)
+    rgb = fit_within(to_rgb(ImageOps.exif_transpose(image)), limits.max_side)
     return NormalisedImage(
         data=_encode(rgb, limits),
         format=limits.output_format,
@@ -272,7 +272,8 @@ def _decode_small_enough(image: ImageFile.ImageFile, max_side: int) -> None:
     _decoded(image.load)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any decoded PIL image as correct RGB (wide greys scaled, alpha on white, sRGB)."""
     icc_profile = image.info.get("icc_profile")
     if image.mode in _WIDE_GREY_MODES:
         return _grey_to_8_bit(image).convert("RGB")
@@ -326,7 +327,8 @@ def _transform_to_srgb(icc_profile: bytes, mode: str) -> ImageCms.ImageCmsTransf
     return ImageCms.buildTransform(source, srgb, mode, "RGB")
 
 
-def _shrunk(image: Image.Image, max_side: int) -> Image.Image:
+def fit_within(image: Image.Image, max_side: int) -> Image.Image:
+    """Shrink (never enlarge) so the long side is at most `max_side`, aspect kept."""
     long_side = max(image.size)
     if long_side <= max_side:
         return image

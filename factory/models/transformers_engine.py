@@ -15,12 +15,11 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from factory.io.images import fit_within, to_rgb
 from factory.models.engine import ChatRequest, EngineConfig, EngineInfo, GenerationParams
 from factory.models.weights import resolve_model_path, weights_revision
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_TRANSPARENT_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
-_WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 class TransformersEngine:
@@ -106,31 +105,11 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def decode_image(data: bytes, max_side: int) -> Image.Image:
-    """Encoded bytes -> RGB image that fits in max_side x max_side, aspect ratio kept."""
+    """Encoded bytes -> correct RGB that fits in max_side x max_side, aspect ratio kept."""
     image = Image.open(io.BytesIO(data))
     # For JPEG, decode at a reduced scale straight away: big museum scans decode much faster.
     image.draft("RGB", (max_side, max_side))
-    image = _flatten_on_white(_greys_to_8_bit(image))
-    image.thumbnail((max_side, max_side))
-    return image
-
-
-def _greys_to_8_bit(image: Image.Image) -> Image.Image:
-    # 16-bit greyscale (common in archival scans) clips to white in convert("RGB"); scale
-    # 0..65535 down to 0..255 first.
-    if image.mode not in _WIDE_GREY_MODES:
-        return image
-    return image.convert("I").point(lambda value: value * (1 / 257)).convert("L")
-
-
-def _flatten_on_white(image: Image.Image) -> Image.Image:
-    # Plain convert("RGB") drops alpha and shows whatever colour hides under transparent
-    # pixels (often black); white is how the image looks on a page or a museum website.
-    if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return fit_within(to_rgb(image), max_side)
 
 
 def _prepare_for_batches(tokenizer: Any) -> None:
