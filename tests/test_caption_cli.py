@@ -162,3 +162,36 @@ def test_plans_that_cannot_fit_the_cluster_are_refused_not_hung(tmp_path, capsys
     code = main(["caption", "--input", str(tmp_path), "--output", output, "--set", bad])
     assert code == 2
     assert "the stages need" in capsys.readouterr().err
+
+
+def test_first_in_listing_order_is_kept_even_when_a_copy_is_ready_first(
+    tmp_path, capsys, ray_local
+):
+    from PIL import Image
+
+    source = tmp_path / "in"
+    source.mkdir()
+    original = imagegen.make_image(4000, 3000, seed=21)
+    (source / "a_original.png").write_bytes(imagegen.encode(original, "PNG"))
+    small = original.resize((400, 300), Image.Resampling.LANCZOS)
+    (source / "b_small_copy.jpg").write_bytes(imagegen.encode(small, "JPEG", quality=70))
+    for seed in range(6):
+        (source / f"c{seed}.jpg").write_bytes(imagegen.jpeg(200, 150, seed=40 + seed))
+    output = str(tmp_path / "out")
+    run, _ = run_cli(
+        capsys,
+        str(source),
+        output,
+        *NO_CAPTION,
+        "--set",
+        "ray.rows_per_block=1",
+        "--set",
+        "validation.resources.batch_size=1",
+    )
+    assert run["counts"]["duplicates"] == 1
+    duplicates = read_output(output, "duplicates").to_pylist()
+    assert (duplicates[0]["uri"], duplicates[0]["duplicate_of"], duplicates[0]["kind"]) == (
+        str(source / "b_small_copy.jpg"),
+        str(source / "a_original.png"),
+        "near",
+    )
