@@ -1,10 +1,11 @@
 """Caption a collection as a Ray job.
 
     ray job submit --working-dir . -- \
-        python jobs/caption.py --config jobs/configs/caption_default.yaml \
+        python -m jobs.caption --config jobs/configs/caption_default.yaml \
         --input s3://bucket/collection/ --output s3://bucket/runs/collection-v1/
 
-Inside a submitted job `ray.init()` joins the job's cluster, so no address is needed.
+`-m` puts the working directory (the repo root) on the path, so `factory` imports without
+being installed. Inside a submitted job `ray.init()` joins the job's cluster.
 """
 
 import sys

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from factory.io import uris
+
 DEFAULT_CACHE_DIR = "~/.cache/caption-factory/models"
 S3_SCHEME = "s3://"
 BUILTIN_SCHEME = "builtin://"
@@ -149,7 +151,7 @@ def _download_into(uri: str, target: Path) -> None:
 
 
 def _copy_prefix(uri: str, destination: Path) -> None:
-    filesystem, prefix = pafs.FileSystem.from_uri(uri)
+    filesystem, prefix = uris.filesystem(uri)
     selector = pafs.FileSelector(prefix, allow_not_found=True, recursive=True)
     listing = filesystem.get_file_info(selector)
     if not any(info.type == pafs.FileType.File for info in listing):
