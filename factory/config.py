@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from factory.io.listing import DEFAULT_EXTENSIONS
 from factory.stages.caption import CaptionConfig
 from factory.stages.dedup import DedupConfig
+from factory.stages.knowledge import KnowledgeConfig
 from factory.stages.read import ReadConfig
 from factory.stages.validate import ValidateConfig
 
@@ -59,6 +60,9 @@ class CaptionRunConfig(BaseModel):
     read: ReadConfig = Field(default_factory=ReadConfig)
     validation: ValidateConfig = Field(default_factory=ValidateConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    knowledge: KnowledgeConfig | None = Field(
+        default_factory=KnowledgeConfig, description="catalogue record as world knowledge"
+    )
     caption: CaptionConfig | None = Field(
         default_factory=CaptionConfig, description="null skips captioning"
     )

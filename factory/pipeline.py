@@ -19,6 +19,7 @@ from factory.io.outputs import ShardWriter
 from factory.stages.base import Resources
 from factory.stages.caption import CaptionStage
 from factory.stages.dedup import DedupStage, FingerprintStage
+from factory.stages.knowledge import KnowledgeStage
 from factory.stages.read import ReadStage
 from factory.stages.validate import ValidateStage
 
@@ -97,6 +98,10 @@ def stage_steps(config: CaptionRunConfig, resume_from: str | None) -> list[Stage
             DedupStage, {"config": config.dedup, "resume_from": resume_from}, config.dedup.resources
         ),
     ]
+    if config.knowledge is not None:
+        steps.append(
+            StageStep(KnowledgeStage, {"config": config.knowledge}, config.knowledge.resources)
+        )
     if config.caption is not None:
         steps.append(StageStep(CaptionStage, {"config": config.caption}, config.caption.resources))
     return steps

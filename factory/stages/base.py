@@ -60,12 +60,17 @@ class StageConfig(BaseModel):
 
 @dataclass(frozen=True)
 class Columns:
-    """What a stage reads, adds (name -> Arrow type) and drops."""
+    """What a stage reads, adds (name -> Arrow type) and drops.
+
+    `optional` columns are read when an earlier stage produced them (experts a run may
+    skip); `needs` must be there.
+    """
 
     stage: str
     needs: tuple[str, ...]
     adds: dict[str, pa.DataType] = field(default_factory=dict)
     drops: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
 
     def fields(self) -> list[pa.Field]:
         return [pa.field(name, dtype) for name, dtype in self.adds.items()]
@@ -104,7 +109,8 @@ def map_batch(
     check_columns(table, columns)
     started = time.perf_counter()
     ok_positions = _ok_positions(table)
-    rows = _rows(table, columns.needs, ok_positions)
+    present = tuple(name for name in columns.optional if name in table.column_names)
+    rows = _rows(table, columns.needs + present, ok_positions)
     if rows:
         try:
             results = list(fn(rows))

@@ -8,10 +8,8 @@ from pydantic import Field
 from factory import records
 from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
 from factory.prompts import load_prompt
+from factory.prompts.fusion import AUXILIARY_COLUMNS, auxiliary_block
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
-
-KNOWLEDGE_FIELDS = ("title", "creator", "date", "medium", "museum", "collection", "description")
-IDENTITY_FIELDS = ("title", "creator")
 
 
 class CaptionConfig(StageConfig):
@@ -21,31 +19,21 @@ class CaptionConfig(StageConfig):
     )
     prompt: str = Field("caption_detailed", description="prompt template: name or name.vN")
     generation: GenerationParams = Field(default_factory=GenerationParams)
-    catalogue_knowledge: bool = Field(
-        True, description="give the catalogue record to the model as world knowledge"
-    )
-    name_identities: bool = Field(
+    auxiliary: bool = Field(
         True,
-        description="let title and creator reach the model; off for formal analysis, "
-        "where recognise-then-recite produces hallucinations",
+        description="put the expert outputs and catalogue knowledge the batch has into the "
+        "prompt (the fusion prompt's visual auxiliary information)",
     )
     resources: Resources = Field(
         default_factory=lambda: Resources(compute="actors", concurrency=1, batch_size=8)
     )
 
 
-def knowledge_block(row: Row, name_identities: bool) -> str:
-    fields = [f for f in KNOWLEDGE_FIELDS if name_identities or f not in IDENTITY_FIELDS]
-    lines = [f"- {name}: {row[name]}" for name in fields if row.get(name)]
-    if not lines:
-        return ""
-    return "Catalogue record (may be incomplete; trust the image):\n" + "\n".join(lines)
-
-
 class CaptionStage:
     COLUMNS = Columns(
         stage="caption",
-        needs=("image", *records.CATALOGUE_COLUMNS),
+        needs=("image",),
+        optional=AUXILIARY_COLUMNS,
         adds={"caption": pa.string(), "caption_lineage": records.LINEAGE_TYPE},
     )
 
@@ -73,7 +61,5 @@ class CaptionStage:
         return [{"caption": text, "caption_lineage": self.lineage} for text in texts]
 
     def _prompt(self, row: Row) -> str:
-        knowledge = ""
-        if self.config.catalogue_knowledge:
-            knowledge = knowledge_block(row, self.config.name_identities)
-        return self.template.render(knowledge=knowledge)
+        auxiliary = auxiliary_block(row) if self.config.auxiliary else ""
+        return self.template.render(auxiliary=auxiliary)

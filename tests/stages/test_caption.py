@@ -3,7 +3,7 @@ import pytest
 
 from factory.models.engine import EngineConfig
 from factory.models.tiny import build_tiny_llava
-from factory.stages.caption import CaptionConfig, CaptionStage, knowledge_block
+from factory.stages.caption import CaptionConfig, CaptionStage
 from tests import imagegen
 from tests.helpers import listing
 
@@ -41,12 +41,12 @@ def test_an_image_the_engine_cannot_read_is_rejected_alone(tiny_model):
     assert out.column("caption")[0].as_py()
 
 
-def test_formal_analysis_style_keeps_identities_from_the_model():
-    row = {"title": "The Harvesters", "creator": "Bruegel", "medium": "oil on wood"}
-    assert "Bruegel" in knowledge_block(row, name_identities=True)
-    hidden = knowledge_block(row, name_identities=False)
-    assert "Bruegel" not in hidden and "Harvesters" not in hidden and "oil on wood" in hidden
-    assert knowledge_block({}, name_identities=True) == ""
+def test_prompt_carries_the_auxiliary_information_the_batch_has(tiny_model):
+    captioner = stage(tiny_model)
+    row = {"knowledge": "- title: The Harvesters", "category": "painting"}
+    prompt = captioner._prompt(row)
+    assert "- title: The Harvesters" in prompt and "- category: painting" in prompt
+    assert "Catalogue record" not in captioner._prompt({})
 
 
 @pytest.mark.gpu
