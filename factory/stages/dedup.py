@@ -30,6 +30,14 @@ class DedupConfig(StageConfig):
     hamming_threshold: int = Field(
         6, ge=0, le=16, description="largest Hamming distance of 64-bit pHashes called near"
     )
+    embedding_similarity: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="also call images near duplicates when the cosine similarity of their CLIP "
+        "embeddings reaches this (e.g. 0.95); needs the clip stage; None: off. Compares "
+        "against every accepted image, so suited to runs of up to ~1e5 images",
+    )
     resources: Resources = Field(
         default_factory=lambda: Resources(compute="actors", concurrency=1, num_cpus=0.1),
         description="the index is global: keep concurrency at 1",
@@ -114,13 +122,44 @@ class HammingIndex:
         return [(value >> (_CHUNK_BITS * i)) & mask for i in range(_CHUNKS)]
 
 
+class EmbeddingIndex:
+    """Accepted images' unit embeddings; finds the most similar above a threshold."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self._keys: list[str] = []
+        self._pending: list[np.ndarray] = []
+        self._matrix: np.ndarray | None = None
+
+    def add(self, vector: np.ndarray, key: str) -> None:
+        self._keys.append(key)
+        self._pending.append(np.asarray(vector, dtype=np.float32))
+
+    def nearest(self, vector: np.ndarray) -> tuple[str, float] | None:
+        if self._pending:  # stack once per batch of additions, not per query
+            stacked = np.stack(self._pending)
+            self._matrix = stacked if self._matrix is None else np.vstack([self._matrix, stacked])
+            self._pending = []
+        if self._matrix is None:
+            return None
+        similarities = self._matrix @ np.asarray(vector, dtype=np.float32)
+        best = int(np.argmax(similarities))
+        score = float(similarities[best])
+        return (self._keys[best], score) if score >= self.threshold else None
+
+
 class DedupStage:
-    COLUMNS = Columns(stage="dedup", needs=("uri", "content_sha256", "phash"))
+    COLUMNS = Columns(
+        stage="dedup", needs=("uri", "content_sha256", "phash"), optional=("embedding",)
+    )
 
     def __init__(self, config: DedupConfig, resume_from: str | None = None):
         self.config = config
         self._exact: dict[str, str] = {}
         self._near = HammingIndex(config.hamming_threshold)
+        self._similar = (
+            EmbeddingIndex(config.embedding_similarity) if config.embedding_similarity else None
+        )
         if resume_from is not None:
             self._load_accepted(resume_from)
 
@@ -133,18 +172,32 @@ class DedupStage:
             return Duplicate(of=self._exact[sha], kind="exact")
         if self.config.near and (match := self._near.nearest(phash)) is not None:
             return Duplicate(of=match[0], kind="near")
-        self._remember(uri, sha, phash)
+        embedding = row.get("embedding")
+        if (similar := self._most_similar(embedding)) is not None:
+            return Duplicate(of=similar, kind="near")
+        self._remember(uri, sha, phash, embedding)
         return {}
 
-    def _remember(self, uri: str, sha: str, phash: int) -> None:
+    def _most_similar(self, embedding: list | None) -> str | None:
+        if self._similar is None or embedding is None:
+            return None
+        match = self._similar.nearest(np.asarray(embedding))
+        return None if match is None else match[0]
+
+    def _remember(self, uri: str, sha: str, phash: int, embedding: list | None) -> None:
         self._exact.setdefault(sha, uri)
         self._near.add(phash, uri)
+        if self._similar is not None and embedding is not None:
+            self._similar.add(np.asarray(embedding), uri)
 
     def _load_accepted(self, output: str) -> None:
         from factory.io.outputs import read_output
 
-        table = read_output(output, "captions", columns=["uri", "content_sha256", "phash"])
+        columns = ["uri", "content_sha256", "phash"]
+        table = read_output(output, "captions")
         if table is None:
             return
-        for row in table.to_pylist():
-            self._remember(row["uri"], row["content_sha256"], int(row["phash"], 16))
+        with_embeddings = "embedding" in table.column_names
+        for row in table.select(columns + ["embedding"] * with_embeddings).to_pylist():
+            phash = int(row["phash"], 16)
+            self._remember(row["uri"], row["content_sha256"], phash, row.get("embedding"))

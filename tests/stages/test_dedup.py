@@ -94,3 +94,15 @@ def test_state_spans_batches_like_one_actor_sees_them():
     second = stage(dedup_input([picture(3)], ["y"]))
     assert first.column("status").to_pylist() == ["ok"]
     assert second.column("duplicate_of").to_pylist() == ["x"]
+
+
+def test_embedding_mode_catches_what_phash_misses():
+    a, b, c = picture(1), picture(2), picture(3)
+    table = dedup_input([a, b, c], ["a", "b", "c"])
+    unit = [[1.0, 0.0], [0.6, 0.8], [0.995, 0.0998]]
+    table = table.append_column("embedding", pa.array(unit, pa.list_(pa.float32())))
+    out = DedupStage(DedupConfig(embedding_similarity=0.98))(table)
+    assert out.column("status").to_pylist() == ["ok", "ok", "duplicate"]
+    assert out.column("duplicate_of").to_pylist() == [None, None, "a"]
+    plain = DedupStage(DedupConfig())(table)
+    assert plain.column("status").to_pylist() == ["ok", "ok", "ok"]
