@@ -16,7 +16,7 @@ import pyarrow as pa
 from factory import __version__, records
 from factory.config import CaptionRunConfig
 from factory.io.outputs import ShardWriter
-from factory.stages.base import Resources
+from factory.stages.base import MissingColumnsError, Resources
 from factory.stages.caption import CaptionStage
 from factory.stages.dedup import DedupStage, FingerprintStage
 from factory.stages.knowledge import KnowledgeStage
@@ -143,6 +143,20 @@ def check_fits(steps: list[StageStep], cpus: float, gpus: float) -> None:
         )
 
 
+def check_wiring(steps: list[StageStep]) -> None:
+    """Every stage's needed columns come from the listing or an earlier stage."""
+    available = set(records.LISTING_SCHEMA.names)
+    for step in steps:
+        columns = step.fn.COLUMNS
+        missing = [name for name in columns.needs if name not in available]
+        if missing:
+            raise MissingColumnsError(
+                f"stage {columns.stage!r} needs {missing}, which no earlier stage produces "
+                f"(stages: {[s.fn.COLUMNS.stage for s in steps]})"
+            )
+        available = (available | set(columns.adds)) - set(columns.drops)
+
+
 def captions_schema(steps: list[StageStep]) -> pa.Schema:
     fields = [f for step in steps for f in step.fn.COLUMNS.fields() if f.name != "data"]
     return records.captions_schema(fields)
@@ -154,6 +168,7 @@ def build_caption_pipeline(
     import ray.data
 
     steps = stage_steps(config, resume_from)
+    check_wiring(steps)
     rows = config.ray.rows_per_block
     blocks = [listing.slice(start, rows) for start in range(0, listing.num_rows, rows)]
     dataset = ray.data.from_arrow(blocks)
