@@ -14,8 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from factory.io.listing import DEFAULT_EXTENSIONS
 from factory.stages.caption import CaptionConfig
+from factory.stages.clip import ClipConfig
 from factory.stages.dedup import DedupConfig
+from factory.stages.detect import DetectConfig
 from factory.stages.knowledge import KnowledgeConfig
+from factory.stages.ocr import OcrConfig
 from factory.stages.read import ReadConfig
 from factory.stages.validate import ValidateConfig
 
@@ -59,7 +62,16 @@ class CaptionRunConfig(BaseModel):
     )
     read: ReadConfig = Field(default_factory=ReadConfig)
     validation: ValidateConfig = Field(default_factory=ValidateConfig)
+    clip: ClipConfig = Field(
+        default_factory=ClipConfig,
+        description="CLIP category, tags and embedding; skipped while clip.model is null",
+    )
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    ocr: OcrConfig | None = Field(default_factory=OcrConfig, description="null skips OCR")
+    detect: DetectConfig = Field(
+        default_factory=DetectConfig,
+        description="open-vocabulary boxes for the kept tags; skipped while detect.model is null",
+    )
     knowledge: KnowledgeConfig | None = Field(
         default_factory=KnowledgeConfig, description="catalogue record as world knowledge"
     )

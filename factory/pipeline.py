@@ -1,6 +1,11 @@
 """build_caption_pipeline(config, listing) -> a Ray Dataset plan; it only chains stages.
 
-    read -> validate -> fingerprint -> dedup -> caption -> write
+    read -> validate -> fingerprint -> clip -> dedup -> ocr -> detect -> knowledge
+         -> caption -> write
+
+clip runs before dedup so its embeddings can serve the optional embedding dedup mode.
+A stage whose weights are not configured is left out and reported as skipped; nothing
+stands in for it.
 
 Every row reaches the writer: stages mark what they cannot handle and pass it on.
 The dataset yields one small summary row per written batch.
@@ -18,8 +23,11 @@ from factory.config import CaptionRunConfig
 from factory.io.outputs import ShardWriter
 from factory.stages.base import MissingColumnsError, Resources
 from factory.stages.caption import CaptionStage
+from factory.stages.clip import ClipStage
 from factory.stages.dedup import DedupStage, FingerprintStage
+from factory.stages.detect import DetectStage
 from factory.stages.knowledge import KnowledgeStage
+from factory.stages.ocr import OcrStage
 from factory.stages.read import ReadStage
 from factory.stages.validate import ValidateStage
 
@@ -85,26 +93,50 @@ def apply(dataset: ray.data.Dataset, step: StageStep) -> ray.data.Dataset:
     return dataset.map_batches(_CallOnce(step.fn, step.kwargs), **common)
 
 
+def _step(fn: type, config: Any, **kwargs: Any) -> StageStep:
+    return StageStep(fn, {"config": config, **kwargs}, config.resources)
+
+
 def stage_steps(config: CaptionRunConfig, resume_from: str | None) -> list[StageStep]:
+    validation = config.validation
     steps = [
         StageStep(
             ReadStage,
-            {"config": config.read, "max_bytes": config.validation.max_bytes},
+            {"config": config.read, "max_bytes": validation.max_bytes},
             config.read.resources,
         ),
-        StageStep(ValidateStage, {"config": config.validation}, config.validation.resources),
-        StageStep(FingerprintStage, {"config": config.dedup}, config.validation.resources),
-        StageStep(
-            DedupStage, {"config": config.dedup, "resume_from": resume_from}, config.dedup.resources
-        ),
+        _step(ValidateStage, validation),
+        StageStep(FingerprintStage, {"config": config.dedup}, validation.resources),
     ]
+    if config.clip.model is not None:
+        steps.append(_step(ClipStage, config.clip))
+    steps.append(_step(DedupStage, config.dedup, resume_from=resume_from))
+    if config.ocr is not None:
+        steps.append(_step(OcrStage, config.ocr))
+    if config.detect.model is not None:
+        if config.clip.model is None and not config.detect.extra_queries:
+            raise ValueError(
+                "detect has nothing to look for: configure clip.model (its tags become the "
+                "queries) or detect.extra_queries"
+            )
+        steps.append(_step(DetectStage, config.detect))
     if config.knowledge is not None:
-        steps.append(
-            StageStep(KnowledgeStage, {"config": config.knowledge}, config.knowledge.resources)
-        )
+        steps.append(_step(KnowledgeStage, config.knowledge))
     if config.caption is not None:
-        steps.append(StageStep(CaptionStage, {"config": config.caption}, config.caption.resources))
+        steps.append(_step(CaptionStage, config.caption))
     return steps
+
+
+def skipped_stages(config: CaptionRunConfig) -> dict[str, str]:
+    """Stages left out of this run, with why: reported in run.json and the summary."""
+    skipped = {}
+    for name in ("clip", "detect"):
+        if getattr(config, name).model is None:
+            skipped[name] = f"no weights configured ({name}.model is null)"
+    for name in ("ocr", "knowledge", "caption"):
+        if getattr(config, name) is None:
+            skipped[name] = f"switched off ({name}: null)"
+    return skipped
 
 
 def _min_pool(res: Resources) -> int:

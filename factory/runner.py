@@ -72,12 +72,15 @@ def package_versions() -> dict[str, str]:
 
 def _notes(config: CaptionRunConfig) -> list[str]:
     from factory.models.weights import builtin_note
+    from factory.pipeline import skipped_stages
 
-    if config.caption is None:
-        return ["captioning was skipped (caption: null)"]
-    model = config.caption.engine.model
-    note = builtin_note(model)
-    return [f"captions by {model}, a {note}"] if note else []
+    notes = [f"skipped {name}: {why}" for name, why in skipped_stages(config).items()]
+    models = {"caption": config.caption and config.caption.engine.model}
+    models |= {name: getattr(config, name).model for name in ("clip", "detect")}
+    for stage, model in models.items():
+        if model and (note := builtin_note(model)):
+            notes.append(f"{stage} by {model}, a {note}")
+    return notes
 
 
 def run_caption(config: CaptionRunConfig) -> RunResult:
@@ -141,6 +144,8 @@ def _fixed_size_cluster(config: CaptionRunConfig) -> bool:
 
 
 def _record(config: CaptionRunConfig, ignored_files: int, result: RunResult) -> None:
+    from factory.pipeline import skipped_stages
+
     payload = {
         "run_id": result.run_id,
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -151,6 +156,7 @@ def _record(config: CaptionRunConfig, ignored_files: int, result: RunResult) -> 
         "stage_seconds": {k: round(v, 4) for k, v in sorted(result.stage_seconds.items())},
         "wall_seconds": round(result.wall_seconds, 3),
         "ignored_files": ignored_files,
+        "skipped_stages": skipped_stages(config),
         "notes": result.notes,
         "command": sys.argv,
     }

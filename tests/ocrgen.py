@@ -1,9 +1,10 @@
 """Deterministic museum-label images for OCR tests (a helper, not a test module).
 
-Each label is a few printed lines (maker, title, medium and date, accession number) drawn
-in one of matplotlib's bundled fonts, turned by up to 3 degrees and laid on a textured
-card: a paper tint with a gradient, fibre-like grain and sensor noise. Some cards are dark
-with light lettering, as gallery wall panels often are. Same index, same image.
+Each label is three to five printed lines (maker, title, medium and date, accession
+number) drawn in one of matplotlib's bundled fonts at one of several sizes, turned by up to
+3 degrees and laid on a textured card: a paper tint with a gradient, fibre-like grain and
+sensor noise. Some cards are dark with light lettering, as gallery wall panels often are.
+Same index, same image.
 """
 
 from __future__ import annotations
@@ -15,48 +16,121 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 LABELS: tuple[tuple[str, ...], ...] = (
-    ("Katsushika Hokusai", "The Great Wave off Kanagawa", "Woodblock print, c. 1830-32",
-     "Accession 1936.21.4"),
-    ("Pieter Bruegel the Elder", "The Harvesters, 1565", "Oil on wood, 119 x 162 cm",
-     "Rogers Fund, 1919 (19.164)"),
-    ("Johannes Vermeer (1632-1675)", "Young Woman with a Water Pitcher", "Oil on canvas",
-     "Gift of Henry G. Marquand, 1889"),
-    ("Attic red-figure amphora", "Greek, about 490 BC", "Terracotta; H. 41.6 cm",
-     "Inv. no. GR 1843.11-3.23"),
-    ("Utagawa Hiroshige", "Horse-mackerel and Prawn", "From the series Uo-zukushi",
-     "Edo period, ca. 1840"),
-    ("Leiden Aratea, fol. 3v-4r", "Carolingian, c. 816-840", "Ink and pigments on vellum",
-     "MS VLQ 79"),
-    ("Portrait of a Merchant", "Attributed to Hans Holbein", "Oil on oak panel, 1532",
-     "Loan: Private Collection"),
-    ("Tetradrachm of Athens", "Silver, 449-413 BC", "Weight: 17.2 g; Diam. 24 mm",
-     "Coin Cabinet No. 5081"),
-    ("Vincent van Gogh", "The Starry Night (June 1889)", "Oil on canvas, 73.7 x 92.1 cm",
-     "Acquired 1941, No. 472"),
-    ("Seated Buddha", "Gandhara, 2nd-3rd century", "Grey schist", "Purchase, 1978 (78.12)"),
-    ("The Hunt of the Unicorn", "South Netherlandish, 1495-1505",
-     "Wool, silk, silver and gilt", "Gallery 17, Room B"),
+    (
+        "Katsushika Hokusai",
+        "The Great Wave off Kanagawa",
+        "Woodblock print, c. 1830-32",
+        "Accession 1936.21.4",
+        "Gallery 231: Japanese Art",
+    ),
+    (
+        "Pieter Bruegel the Elder",
+        "The Harvesters, 1565",
+        "Oil on wood, 119 x 162 cm",
+        "Rogers Fund, 1919 (19.164)",
+    ),
+    (
+        "Johannes Vermeer (1632-1675)",
+        "Young Woman with a Water Pitcher",
+        "Oil on canvas",
+        "Gift of Henry G. Marquand, 1889",
+    ),
+    (
+        "Attic red-figure amphora",
+        "Greek, about 490 BC",
+        "Terracotta; H. 41.6 cm",
+        "Inv. no. GR 1843.11-3.23",
+    ),
+    (
+        "Utagawa Hiroshige",
+        "Horse-mackerel and Prawn",
+        "From the series Uo-zukushi",
+        "Edo period, ca. 1840",
+    ),
+    (
+        "Leiden Aratea, fol. 3v-4r",
+        "Carolingian, c. 816-840",
+        "Ink and pigments on vellum",
+        "MS VLQ 79",
+    ),
+    (
+        "Portrait of a Merchant",
+        "Attributed to Hans Holbein",
+        "Oil on oak panel, 1532",
+        "Loan: Private Collection",
+    ),
+    (
+        "Tetradrachm of Athens",
+        "Silver, 449-413 BC",
+        "Weight: 17.2 g; Diam. 24 mm",
+        "Coin Cabinet No. 5081",
+    ),
+    (
+        "Vincent van Gogh",
+        "The Starry Night (June 1889)",
+        "Oil on canvas, 73.7 x 92.1 cm",
+        "Acquired 1941, No. 472",
+    ),
+    ("Seated Buddha", "Gandhara, 2nd-3rd century", "Grey schist; Purchase, 1978 (78.12)"),
+    (
+        "The Hunt of the Unicorn",
+        "South Netherlandish, 1495-1505",
+        "Wool, silk, silver and gilt",
+        "Gallery 17, Room B",
+    ),
     ("Mask of a Dancer", "Dan peoples, Liberia", "Wood, pigment, fibre", "Ref. AF-2021/0093"),
     ("Claude Monet", "Water Lilies, 1916-19", "Oil on canvas", "Bequest of Mrs. A. Hall, 1952"),
-    ("Astrolabe", "Made in Isfahan, AD 1712", "Brass, engraved",
-     "Object 44/118, Science Wing"),
-    ("Portrait Miniature", "Watercolour on ivory, 6 x 5 cm", "England, circa 1790",
-     "Case 3, item 12"),
-    ("Celadon Vase", "Korea, Goryeo dynasty", "12th century; stoneware",
-     "Donated by the Kim family"),
-    ("Rembrandt van Rijn", "Self-Portrait with Two Circles", "Oil on canvas, c. 1665-69",
-     "Iveagh Bequest, Kenwood"),
-    ("Bronze Figure of Shiva", "Tamil Nadu, Chola period", "c. 1000; H. 68 cm",
-     "Accession 2009.45.1a-b"),
-    ("Map of the World", "Abraham Ortelius, Antwerp 1570", "Hand-coloured engraving",
-     "Drawer 8 / Sheet 21"),
+    ("Astrolabe", "Made in Isfahan, AD 1712", "Brass, engraved", "Object 44/118, Science Wing"),
+    (
+        "Portrait Miniature",
+        "Watercolour on ivory, 6 x 5 cm",
+        "England, circa 1790",
+        "Case 3, item 12",
+    ),
+    (
+        "Celadon Vase",
+        "Korea, Goryeo dynasty",
+        "12th century; stoneware",
+        "Donated by the Kim family",
+    ),
+    (
+        "Rembrandt van Rijn",
+        "Self-Portrait with Two Circles",
+        "Oil on canvas, c. 1665-69",
+        "Iveagh Bequest, Kenwood",
+    ),
+    (
+        "Bronze Figure of Shiva",
+        "Tamil Nadu, Chola period",
+        "c. 1000; H. 68 cm",
+        "Accession 2009.45.1a-b",
+    ),
+    (
+        "Map of the World",
+        "Abraham Ortelius, Antwerp 1570",
+        "Hand-coloured engraving",
+        "Drawer 8 / Sheet 21",
+    ),
     ("Pair of Gloves", "English, 1610-20", "Leather, silk, metal thread", "Museum no. T.63-1938"),
-    ("Still Life with Lemons", "Willem Claesz. Heda, 1634", "Oil on panel, 52 x 73 cm",
-     "Room 12: Dutch Painting"),
-    ("Funerary Stele of Aline", "Hawara, Egypt, AD 24", "Painted limestone",
-     "Egyptian Museum, No. 11/87"),
-    ("Harpsichord", "Andreas Ruckers, Antwerp, 1640", "Wood, paint, paper",
-     "Musical Instruments 89.4.2363"),
+    (
+        "Still Life with Lemons",
+        "Willem Claesz. Heda, 1634",
+        "Oil on panel, 52 x 73 cm",
+        "Room 12: Dutch Painting",
+    ),
+    (
+        "Funerary Stele of Aline",
+        "Hawara, Egypt, AD 24",
+        "Painted limestone",
+        "Roman period, reign of Tiberius",
+        "Egyptian Museum, No. 11/87",
+    ),
+    (
+        "Harpsichord",
+        "Andreas Ruckers, Antwerp, 1640",
+        "Wood, paint, paper",
+        "Musical Instruments 89.4.2363",
+    ),
     ("The Lady and the Unicorn", "Paris, c. 1500", "Wool and silk", "Cluny Museum, CL 10834"),
 )
 

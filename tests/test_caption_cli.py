@@ -13,7 +13,7 @@ from factory.io import uris
 from factory.io.outputs import read_output
 from tests import imagegen
 
-NO_CAPTION = ["--set", "caption=null"]
+NO_MODELS = ["--set", "caption=null", "--set", "ocr=null"]
 
 
 def run_cli(capsys, source: str, output: str, *extra: str) -> tuple[dict, str]:
@@ -57,6 +57,8 @@ def test_mixed_folder_every_input_accounted_for_and_captioned(tmp_path, capsys, 
     assert counts["accepted"] == sum(v == "accepted" for v in expected.values())
     assert counts["skipped_existing"] == 0
     assert set(run["stage_seconds"]) >= {"read", "validate", "fingerprint", "dedup", "caption"}
+    assert set(run["skipped_stages"]) == {"clip", "detect"}
+    assert "skipped clip: no weights configured" in printed
     assert run["config"]["input"] == str(tmp_path / "in")
     assert "ray" in run["versions"]
 
@@ -92,7 +94,7 @@ def test_manifest_carries_catalogue_and_rejects_at_read(tmp_path, capsys, ray_lo
     )
     output = str(tmp_path / "out")
     small = ["--set", "validation.max_bytes=12000"]
-    run, _ = run_cli(capsys, str(manifest), output, *NO_CAPTION, *small)
+    run, _ = run_cli(capsys, str(manifest), output, *NO_MODELS, *small)
 
     captions = read_output(output, "captions").to_pylist()
     assert [(r["object_id"], r["title"], r["creator"]) for r in captions] == [
@@ -125,7 +127,7 @@ def test_s3_input_and_output_over_http(tmp_path, capsys, ray_local, s3_bucket):
     s3.put_object(Bucket=s3_bucket, Key="manifest.jsonl", Body=manifest)
     output = f"s3://{s3_bucket}/runs/one"
     source = f"s3://{s3_bucket}/in"
-    assert main(["caption", "--input", source, "--output", output, *NO_CAPTION]) == 0
+    assert main(["caption", "--input", source, "--output", output, *NO_MODELS]) == 0
 
     filesystem, path = uris.filesystem(output)
     run = json.loads(uris.read_bytes(f"{output}/run.json"))
@@ -144,7 +146,7 @@ def test_s3_input_and_output_over_http(tmp_path, capsys, ray_local, s3_bucket):
 
     from_manifest = f"s3://{s3_bucket}/runs/two"
     main(["caption", "--input", f"s3://{s3_bucket}/manifest.jsonl", "--output", from_manifest,
-          *NO_CAPTION])  # fmt: skip
+          *NO_MODELS])  # fmt: skip
     row = read_output(from_manifest, "captions").to_pylist()[0]
     assert (row["uri"], row["title"]) == (f"s3://{s3_bucket}/in/a1.jpg", "T")
     capsys.readouterr()
@@ -182,7 +184,7 @@ def test_first_in_listing_order_is_kept_even_when_a_copy_is_ready_first(
         capsys,
         str(source),
         output,
-        *NO_CAPTION,
+        *NO_MODELS,
         "--set",
         "ray.rows_per_block=1",
         "--set",
@@ -195,3 +197,35 @@ def test_first_in_listing_order_is_kept_even_when_a_copy_is_ready_first(
         str(source / "a_original.png"),
         "near",
     )
+
+
+def test_clip_and_detect_experts_run_in_the_pipeline(tmp_path, capsys, ray_local):
+    import pyarrow as pa
+
+    source = tmp_path / "in"
+    source.mkdir()
+    for seed in range(4):
+        (source / f"p{seed}.jpg").write_bytes(imagegen.jpeg(240, 180, seed=60 + seed))
+    experts = [
+        "clip.model=builtin://tiny-clip", "clip.tag_threshold=0", "clip.tag_top_k=3",
+        "clip.resources.num_cpus=0.5", "detect.model=builtin://tiny-owlvit",
+        "detect.score_threshold=0", "detect.max_boxes=2", "detect.resources.num_cpus=0.5",
+        f"clip.cache_dir={tmp_path / 'models'}", f"detect.cache_dir={tmp_path / 'models'}",
+    ]  # fmt: skip
+    flags = [part for item in experts for part in ("--set", item)]
+    output = str(tmp_path / "out")
+    run, printed = run_cli(capsys, str(source), output, *NO_MODELS, *flags)
+
+    assert run["counts"]["accepted"] == 4 and "clip" not in run["skipped_stages"]
+    captions = read_output(output, "captions")
+    schema = captions.schema
+    assert schema.field("category").type == pa.string()
+    assert schema.field("embedding").type == pa.list_(pa.float32())
+    assert pa.types.is_list(schema.field("objects").type)
+    for row in captions.to_pylist():
+        assert row["category"] and len(row["tags"]) == 3
+        assert abs(sum(v * v for v in row["embedding"]) - 1) < 1e-4
+        assert 0 < len(row["objects"]) <= 2
+        assert all(0 <= v <= 1 for obj in row["objects"] for v in obj["box"])
+        assert {obj["label"] for obj in row["objects"]} <= {tag["label"] for tag in row["tags"]}
+    assert "clip by builtin://tiny-clip, a random-weight demo model" in printed

@@ -22,6 +22,11 @@ LIGHT_MODULES = (
     "factory.pipeline",
     "factory.runner",
     "factory.stages.caption",
+    "factory.stages.clip",
+    "factory.stages.detect",
+    "factory.stages.ocr",
+    "factory.vocab",
+    "factory.models.ocr",
     "factory.models.engine",
     "factory.models.weights",
 )

@@ -18,7 +18,7 @@ IMAGES = 240
 def factory_command(source, output) -> list[str]:
     return [
         sys.executable, "-m", "factory.cli", "caption", "--input", str(source),
-        "--output", str(output), "--set", "caption=null",
+        "--output", str(output), "--set", "caption=null", "--set", "ocr=null",
         "--set", "output_options.rows_per_shard=8", "--set", "ray.rows_per_block=8",
     ]  # fmt: skip
 

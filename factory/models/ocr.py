@@ -149,8 +149,12 @@ def rapidocr_params(threads: int) -> dict[str, Any]:
 
 
 def _rapidocr(config: OcrSettings) -> Recogniser:
+    import cv2
     from rapidocr import RapidOCR
 
+    # OpenCV (resizing, crops) would otherwise start a thread per core of the machine in
+    # every actor; it gets the actor's share, like onnxruntime.
+    cv2.setNumThreads(config.cpu_threads())
     engine = RapidOCR(params=rapidocr_params(config.cpu_threads()))
     # RapidOCR loads its three models on first use; load them now so a broken install
     # fails the actor at start instead of rejecting every record it is given.

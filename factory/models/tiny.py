@@ -10,8 +10,6 @@ hub checkpoint, so the engines under test take the same code path as real weight
 from __future__ import annotations
 
 import itertools
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -25,6 +23,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 from transformers.models.clip import CLIPImageProcessorPil
+
+from factory.models.weights import build_once
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
@@ -215,25 +215,5 @@ def build_tiny_llava(path: str, seed: int = 0) -> str:
 
 
 def ensure_tiny_llava(path: str) -> str:
-    """Build the tiny LLaVA at `path` unless it is already there; safe to call concurrently.
-
-    The model is built in a temp dir beside `path` and renamed into place, so a reader never
-    sees a half-written directory; a caller that loses the race discards its own copy.
-    """
-    target = Path(path)
-    if target.is_dir():
-        return str(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
-    try:
-        build_tiny_llava(str(staging))
-        staging.chmod(0o755)  # mkdtemp makes it private; the model dir is for every local user
-        try:
-            staging.rename(target)
-        except OSError:
-            # Another caller renamed its build into place first; theirs is as good as ours.
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return str(target)
+    """Build the tiny LLaVA at `path` unless it is already there; safe to call concurrently."""
+    return build_once(path, build_tiny_llava)

@@ -17,7 +17,7 @@ import importlib
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -31,8 +31,11 @@ BUILTIN_SCHEME = "builtin://"
 # The directory carries a version: bump it when the builder changes what it writes.
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "tiny-llava": ("tiny-llava-v1", "factory.models.tiny:ensure_tiny_llava"),
+    "tiny-clip": ("tiny-clip-v1", "factory.models.tiny_vision:ensure_tiny_clip"),
+    "tiny-owlv2": ("tiny-owlv2-v1", "factory.models.tiny_vision:ensure_tiny_owlv2"),
+    "tiny-owlvit": ("tiny-owlvit-v1", "factory.models.tiny_vision:ensure_tiny_owlvit"),
 }
-RANDOM_WEIGHTS_NOTE = "random-weight demo model: its captions are noise, not descriptions"
+RANDOM_WEIGHTS_NOTE = "random-weight demo model: its outputs are noise, not descriptions"
 
 
 def builtin_note(uri: str) -> str | None:
@@ -164,6 +167,31 @@ def _copy_prefix(uri: str, destination: Path) -> None:
         chunk_size=_CHUNK_BYTES,
         use_threads=True,
     )
+
+
+def build_once(path: str, build: Callable[[str], str]) -> str:
+    """Build at `path` unless it is already there; safe to call concurrently.
+
+    The model is built in a temp dir beside `path` and renamed into place, so a reader never
+    sees a half-written directory; a caller that loses the race discards its own copy.
+    """
+    target = Path(path)
+    if target.is_dir():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    try:
+        build(str(staging))
+        staging.chmod(0o755)  # mkdtemp makes it private; the model dir is for every local user
+        try:
+            staging.rename(target)
+        except OSError:
+            # Another caller renamed its build into place first; theirs is as good as ours.
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(target)
 
 
 def _ensure_builtin(uri: str, cache_root: Path) -> str:

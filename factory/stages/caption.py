@@ -24,8 +24,12 @@ class CaptionConfig(StageConfig):
         description="put the expert outputs and catalogue knowledge the batch has into the "
         "prompt (the fusion prompt's visual auxiliary information)",
     )
+    # half a CPU by default so the offline profile (OCR + captioner + tasks) fits 2 cores;
+    # GPU presets set num_gpus instead
     resources: Resources = Field(
-        default_factory=lambda: Resources(compute="actors", concurrency=1, batch_size=8)
+        default_factory=lambda: Resources(
+            compute="actors", concurrency=1, batch_size=8, num_cpus=0.5
+        )
     )
 
 
