@@ -88,8 +88,9 @@ class OcrEngine:
 
 
 def _clean(text: str) -> str:
-    # The PP-OCR recognisers also read Chinese and sometimes emit full-width punctuation
-    # and digits for Latin text ("（", "：", "１"); NFKC folds them to their ASCII forms.
+    # The PP-OCR recognisers also read Chinese: their character sets hold full-width
+    # punctuation and digits ("（", "：", "１") beside the ASCII ones, and either may come
+    # out for Latin text. NFKC folds the full-width forms to ASCII.
     return unicodedata.normalize("NFKC", text).strip()
 
 

@@ -8,6 +8,7 @@ PP-OCR detection + recognition through `factory.models.ocr`. Each accepted row g
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Literal
 
 import numpy as np
@@ -82,6 +83,6 @@ class OcrStage:
     def _read(self, row: Row) -> Row:
         lines = self.engine.read(np.asarray(decode_rgb(row["image"])))
         return {
-            "ocr": [{"text": ln.text, "score": ln.score, "box": list(ln.box)} for ln in lines],
+            "ocr": [asdict(line) for line in lines],
             "ocr_text": "\n".join(line.text for line in lines) or None,
         }

@@ -106,11 +106,12 @@ def test_stage_without_an_image_column_fails_loudly(stage):
         stage(listing(["a"]))
 
 
-def test_default_config_runs_one_single_cpu_actor():
+def test_default_config_runs_one_actor_with_one_inference_thread():
     config = OcrConfig()
     assert (config.backend, config.min_score, config.model_dir) == ("rapidocr", 0.5, None)
     resources = config.resources
-    assert (resources.compute, resources.concurrency, resources.num_cpus) == ("actors", 1, 1)
+    assert (resources.compute, resources.concurrency) == ("actors", 1)
+    assert 0 < resources.num_cpus <= 1
     assert config.cpu_threads() == 1
 
 
