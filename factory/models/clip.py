@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoModel, AutoProcessor
+from transformers import AutoModel
 
-from factory.models.transformers_engine import resolve_dtype
-from factory.models.weights import resolve_model_path
+from factory.models.engine import ModelSource
+from factory.models.loading import load_pretrained
 
 # model_type values whose scores are per-pair sigmoids with a learned bias
 SIGMOID_MODEL_TYPES = frozenset({"siglip", "siglip2"})
@@ -27,27 +27,9 @@ TEXT_BATCH_SIZE = 64  # texts per forward when filling the cache (bounds peak me
 class ClipModel:
     """Loads a CLIP-family checkpoint once; embeds images and texts; scores labels."""
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        device: str = "cpu",
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-        cache_dir: str | None = None,
-    ):
-        model_dir = resolve_model_path(model, cache_dir)
-        self.device = torch.device(device)
-        self.processor = AutoProcessor.from_pretrained(
-            model_dir, trust_remote_code=trust_remote_code
-        )
-        self.model = AutoModel.from_pretrained(
-            model_dir,
-            dtype=resolve_dtype(dtype, self.device),
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-        )
-        self.model.to(self.device).eval()
+    def __init__(self, model: str, source: ModelSource | None = None):
+        loaded = load_pretrained(AutoModel, model, source or ModelSource())
+        self.device, self.processor, self.model = loaded.device, loaded.processor, loaded.model
         self.sigmoid = self.model.config.model_type in SIGMOID_MODEL_TYPES
         self.logit_scale = float(self.model.logit_scale.detach().float().exp())
         bias = getattr(self.model, "logit_bias", None)

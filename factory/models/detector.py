@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+from transformers import AutoModelForZeroShotObjectDetection
 
-from factory.models.transformers_engine import resolve_dtype
-from factory.models.weights import resolve_model_path
+from factory.models.engine import ModelSource
+from factory.models.loading import load_pretrained
 
 Box = tuple[float, float, float, float]
 # Families whose processor takes one query list per image and labels boxes by query index.
@@ -51,25 +51,15 @@ class ZeroShotDetector:
     def __init__(
         self,
         model: str,
+        source: ModelSource | None = None,
         *,
         settings: DetectorSettings | None = None,
-        device: str = "cpu",
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-        cache_dir: str | None = None,
     ):
-        model_dir = resolve_model_path(model, cache_dir)
         self.settings = settings or DetectorSettings()
-        self.device = torch.device(device)
-        self.processor = AutoProcessor.from_pretrained(
-            model_dir, trust_remote_code=trust_remote_code
+        loaded = load_pretrained(
+            AutoModelForZeroShotObjectDetection, model, source or ModelSource()
         )
-        self.model = AutoModelForZeroShotObjectDetection.from_pretrained(
-            model_dir,
-            dtype=resolve_dtype(dtype, self.device),
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-        )
+        self.device, self.processor, self.model = loaded.device, loaded.processor, loaded.model
         if self.model.config.model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(
                 f"zero-shot detector {model!r} is a {self.model.config.model_type!r} model; "

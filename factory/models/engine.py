@@ -22,10 +22,34 @@ ENGINE_IMPLEMENTATIONS: dict[str, str] = {
 EngineKind = Literal["transformers"]
 
 
-class EngineConfig(BaseModel):
-    """Which model to load, from where, and on which device."""
+class ModelSource(BaseModel):
+    """How any wrapper loads weights: device, dtype, shipped code, local cache.
+
+    Shared by the engine and the expert stages' configs; each adds its own `model` field.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    device: str = Field(
+        "cpu",
+        description='torch device: "cpu", "cuda", "cuda:0", ...; set explicitly, never '
+        "guessed from the driver's hardware",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weight dtype; auto: float32 on cpu, bfloat16 on cuda"
+    )
+    trust_remote_code: bool = Field(
+        False, description="allow modelling code shipped with the weights to run"
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="local cache for s3:// and builtin:// weights; None: "
+        "~/.cache/caption-factory/models",
+    )
+
+
+class EngineConfig(ModelSource):
+    """Which model to load, from where, and on which device."""
 
     kind: EngineKind = Field(
         "transformers",
@@ -41,24 +65,8 @@ class EngineConfig(BaseModel):
         None,
         description="revision recorded in lineage; None: a content hash of the weights",
     )
-    trust_remote_code: bool = Field(
-        False, description="allow modelling code shipped with the weights to run"
-    )
-    device: str = Field(
-        "cpu",
-        description='torch device: "cpu", "cuda", "cuda:0", ...; set explicitly, never '
-        "guessed from the driver's hardware",
-    )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weight dtype; auto: float32 on cpu, bfloat16 on cuda"
-    )
     max_image_side: int = Field(
         448, ge=1, description="images are downscaled to fit this many pixels per side"
-    )
-    cache_dir: str | None = Field(
-        None,
-        description="local cache for s3:// and builtin:// weights; None: "
-        "~/.cache/caption-factory/models",
     )
 
 

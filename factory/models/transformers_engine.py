@@ -13,38 +13,27 @@ from typing import Any
 
 import torch
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoModelForImageTextToText
 
 from factory.io.images import fit_within, to_rgb
 from factory.models.engine import ChatRequest, EngineConfig, EngineInfo, GenerationParams
-from factory.models.weights import resolve_model_path, weights_revision
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from factory.models.loading import load_pretrained
+from factory.models.weights import weights_revision
 
 
 class TransformersEngine:
     """Loads the model once, then generates for batches of chat requests."""
 
     def __init__(self, config: EngineConfig):
-        model_dir = resolve_model_path(config.model, config.cache_dir)
+        loaded = load_pretrained(AutoModelForImageTextToText, config.model, config)
         self.config = config
-        self.device = torch.device(config.device)
-        self.processor = AutoProcessor.from_pretrained(
-            model_dir, trust_remote_code=config.trust_remote_code
-        )
+        self.device, self.processor, self.model = loaded.device, loaded.processor, loaded.model
         self.tokenizer = self.processor.tokenizer
         _prepare_for_batches(self.tokenizer)
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            model_dir,
-            dtype=resolve_dtype(config.dtype, self.device),
-            use_safetensors=True,
-            trust_remote_code=config.trust_remote_code,
-        )
-        self.model.to(self.device).eval()
         self.info = EngineInfo(
             engine="transformers",
             model=config.model,
-            revision=config.revision or weights_revision(model_dir),
+            revision=config.revision or weights_revision(loaded.directory),
         )
 
     def generate(self, requests: Sequence[ChatRequest], params: GenerationParams) -> list[str]:
@@ -95,13 +84,6 @@ class TransformersEngine:
             "top_p": params.top_p,
             "top_k": 0,
         }
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """auto: float32 on CPU (bf16 matmuls are slow there), bfloat16 on accelerators."""
-    if name == "auto":
-        return torch.float32 if device.type == "cpu" else torch.bfloat16
-    return _DTYPES[name]
 
 
 def decode_image(data: bytes, max_side: int) -> Image.Image:

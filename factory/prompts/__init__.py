@@ -35,6 +35,13 @@ class PromptTemplate:
         return self.text.format_map(values).strip()
 
 
+def one_placeholder(template: str, field: str) -> str:
+    """A label template such as "a photo of {}": exactly one place for the label."""
+    if template.count("{}") != 1:
+        raise ValueError(f"{field} needs exactly one {{}}, got {template!r}")
+    return template
+
+
 def available() -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
     for entry in resources.files(__package__).iterdir():

@@ -10,7 +10,6 @@ an independent sigmoid per label for SigLIP.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -18,31 +17,19 @@ from pydantic import Field, field_validator
 
 from factory import vocab
 from factory.io.images import decode_rgb
+from factory.models.engine import ModelSource
+from factory.prompts import one_placeholder
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
 
 TAG_TYPE = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
 
 
-class ClipConfig(StageConfig):
+class ClipConfig(StageConfig, ModelSource):
     model: str | None = Field(
         None,
         description="CLIP or SigLIP weights: a local directory, an s3://bucket/prefix "
         "(copied once per node into cache_dir) or builtin://tiny-clip (random-weight demo "
         "model); None: the stage is skipped and the run says so",
-    )
-    device: str = Field(
-        "cpu", description='torch device: "cpu", "cuda", ...; set explicitly, never guessed'
-    )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weight dtype; auto: float32 on cpu, bfloat16 on cuda"
-    )
-    trust_remote_code: bool = Field(
-        False, description="allow modelling code shipped with the weights to run"
-    )
-    cache_dir: str | None = Field(
-        None,
-        description="local cache for s3:// and builtin:// weights; None: "
-        "~/.cache/caption-factory/models",
     )
     taxonomy: str = Field(
         vocab.MUSEUM_TAXONOMY,
@@ -75,9 +62,7 @@ class ClipConfig(StageConfig):
     @field_validator("prompt_template")
     @classmethod
     def _one_placeholder(cls, template: str) -> str:
-        if template.count("{}") != 1:
-            raise ValueError(f"prompt_template needs exactly one {{}}, got {template!r}")
-        return template
+        return one_placeholder(template, "prompt_template")
 
 
 class ClipStage:
@@ -98,13 +83,7 @@ class ClipStage:
         from factory.models.clip import ClipModel
 
         self.config = config
-        self.model = ClipModel(
-            config.model,
-            device=config.device,
-            dtype=config.dtype,
-            trust_remote_code=config.trust_remote_code,
-            cache_dir=config.cache_dir,
-        )
+        self.model = ClipModel(config.model, config)
         self.categories = vocab.load_vocabulary(config.taxonomy)
         self.tag_labels = vocab.load_vocabulary(config.vocabulary)
         self.category_texts = self.model.embed_texts(self._prompts(self.categories))

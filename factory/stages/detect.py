@@ -7,12 +7,14 @@ of the image, within [0, 1], best first after NMS. A row with no queries gets no
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from pydantic import Field, field_validator
 
 from factory.io.images import decode_rgb
+from factory.models.engine import ModelSource
+from factory.prompts import one_placeholder
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
 
 if TYPE_CHECKING:
@@ -27,26 +29,12 @@ OBJECT_TYPE = pa.struct(
 )
 
 
-class DetectConfig(StageConfig):
+class DetectConfig(StageConfig, ModelSource):
     model: str | None = Field(
         None,
         description="OWL-ViT or OWLv2 weights: a local directory, an s3://bucket/prefix "
         "(copied once per node into cache_dir) or builtin://tiny-owlvit (random-weight demo "
         "model); None: the stage is skipped and the run says so",
-    )
-    device: str = Field(
-        "cpu", description='torch device: "cpu", "cuda", ...; set explicitly, never guessed'
-    )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weight dtype; auto: float32 on cpu, bfloat16 on cuda"
-    )
-    trust_remote_code: bool = Field(
-        False, description="allow modelling code shipped with the weights to run"
-    )
-    cache_dir: str | None = Field(
-        None,
-        description="local cache for s3:// and builtin:// weights; None: "
-        "~/.cache/caption-factory/models",
     )
     queries_from_tags: int = Field(
         10, ge=0, description="query the row's best this many tags (they come sorted)"
@@ -74,9 +62,7 @@ class DetectConfig(StageConfig):
     @field_validator("query_template")
     @classmethod
     def _one_placeholder(cls, template: str) -> str:
-        if template.count("{}") != 1:
-            raise ValueError(f"query_template needs exactly one {{}}, got {template!r}")
-        return template
+        return one_placeholder(template, "query_template")
 
 
 class DetectStage:
@@ -99,14 +85,7 @@ class DetectStage:
             class_agnostic_nms=config.class_agnostic_nms,
             max_boxes=config.max_boxes,
         )
-        self.detector = ZeroShotDetector(
-            config.model,
-            settings=settings,
-            device=config.device,
-            dtype=config.dtype,
-            trust_remote_code=config.trust_remote_code,
-            cache_dir=config.cache_dir,
-        )
+        self.detector = ZeroShotDetector(config.model, config, settings=settings)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return map_batch(batch, self.COLUMNS, self._detect)

@@ -9,6 +9,7 @@ from PIL import Image
 
 from factory.models import tiny_vision
 from factory.models.clip import ClipModel
+from factory.models.engine import ModelSource
 
 LABELS = ["a photo of a horse", "a photo of a vase", "a photo of a coin"]
 
@@ -106,7 +107,9 @@ def test_sigmoid_applies_the_learned_bias(siglip, monkeypatch):
 
 
 def test_dtype_comes_from_config(clip, tmp_path):
-    half = ClipModel(tiny_vision.build_tiny_clip(str(tmp_path / "m")), dtype="bfloat16")
+    half = ClipModel(
+        tiny_vision.build_tiny_clip(str(tmp_path / "m")), ModelSource(dtype="bfloat16")
+    )
     assert half.model.dtype == torch.bfloat16 and clip.model.dtype == torch.float32
     embeddings = half.embed_images(_images())
     assert embeddings.dtype == np.float32

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from factory.models import transformers_engine
+from factory.models import loading, transformers_engine
 from factory.models.engine import (
     ChatRequest,
     EngineConfig,
@@ -19,8 +19,9 @@ from factory.models.engine import (
     GenerationParams,
     load_engine,
 )
+from factory.models.loading import resolve_dtype
 from factory.models.tiny import build_tiny_llava
-from factory.models.transformers_engine import TransformersEngine, decode_image, resolve_dtype
+from factory.models.transformers_engine import TransformersEngine, decode_image
 from factory.models.weights import weights_revision
 
 GREEDY = GenerationParams(max_new_tokens=8)
@@ -114,10 +115,12 @@ def test_trust_remote_code_stays_false_by_default(tiny_dir, monkeypatch):
 
         return SimpleNamespace(from_pretrained=from_pretrained)
 
-    for name in ("AutoProcessor", "AutoModelForImageTextToText"):
-        monkeypatch.setattr(
-            transformers_engine, name, recording(getattr(transformers_engine, name))
-        )
+    # the processor loads in the shared loader, the model class is the engine's choice
+    for module, name in (
+        (loading, "AutoProcessor"),
+        (transformers_engine, "AutoModelForImageTextToText"),
+    ):
+        monkeypatch.setattr(module, name, recording(getattr(module, name)))
     TransformersEngine(EngineConfig(model=tiny_dir))
     assert seen == [False, False]
 
