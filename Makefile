@@ -28,3 +28,4 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/pipeline_throughput.py
 	$(PY) benchmarks/pipeline_memory.py
+	$(PY) -m benchmarks.ocr_throughput
