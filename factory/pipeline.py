@@ -1,4 +1,4 @@
-"""build_caption_pipeline(config, listing) -> a Ray Dataset plan; it only chains stages.
+"""stage_steps(config) -> the checked plan; build_caption_pipeline chains it in Ray Data.
 
     read -> validate -> fingerprint -> clip -> dedup -> ocr -> detect -> knowledge
          -> caption -> write
@@ -98,6 +98,7 @@ def _step(fn: type, config: Any, **kwargs: Any) -> StageStep:
 
 
 def stage_steps(config: CaptionRunConfig, resume_from: str | None) -> list[StageStep]:
+    """The run's stages in order; a plan that cannot work is refused here, before any work."""
     validation = config.validation
     steps = [
         StageStep(
@@ -124,6 +125,7 @@ def stage_steps(config: CaptionRunConfig, resume_from: str | None) -> list[Stage
         steps.append(_step(KnowledgeStage, config.knowledge))
     if config.caption is not None:
         steps.append(_step(CaptionStage, config.caption))
+    check_wiring(steps)
     return steps
 
 
@@ -195,12 +197,11 @@ def captions_schema(steps: list[StageStep]) -> pa.Schema:
 
 
 def build_caption_pipeline(
-    config: CaptionRunConfig, listing: pa.Table, run_id: str, resume_from: str | None = None
+    config: CaptionRunConfig, steps: list[StageStep], listing: pa.Table, run_id: str
 ) -> ray.data.Dataset:
+    """Chain `steps` (from `stage_steps`) over the listing, ending in the shard writer."""
     import ray.data
 
-    steps = stage_steps(config, resume_from)
-    check_wiring(steps)
     rows = config.ray.rows_per_block
     blocks = [listing.slice(start, rows) for start in range(0, listing.num_rows, rows)]
     dataset = ray.data.from_arrow(blocks)

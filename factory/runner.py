@@ -23,6 +23,13 @@ from factory import __version__
 from factory.config import CaptionRunConfig
 from factory.io import outputs, uris
 from factory.io.listing import list_inputs
+from factory.pipeline import (
+    StageStep,
+    build_caption_pipeline,
+    check_fits,
+    skipped_stages,
+    stage_steps,
+)
 
 _VERSIONED = ("ray", "pyarrow", "numpy", "pillow", "pydantic", "torch", "transformers", "vllm")
 
@@ -72,7 +79,6 @@ def package_versions() -> dict[str, str]:
 
 def _notes(config: CaptionRunConfig) -> list[str]:
     from factory.models.weights import builtin_note
-    from factory.pipeline import skipped_stages
 
     notes = [f"skipped {name}: {why}" for name, why in skipped_stages(config).items()]
     models = {"caption": config.caption and config.caption.engine.model}
@@ -88,6 +94,7 @@ def run_caption(config: CaptionRunConfig) -> RunResult:
         raise ValueError("a caption run needs both an input and an output")
     started = time.perf_counter()
     run_id = config.run_id or new_run_id()
+    steps = stage_steps(config, resume_from=config.output)  # a bad plan fails before any work
     listing = list_inputs(config.input, tuple(e.lower() for e in config.extensions))
     done = outputs.existing_uris(config.output)
     table = listing.table
@@ -100,7 +107,7 @@ def run_caption(config: CaptionRunConfig) -> RunResult:
     result.counts.inputs = listing.table.num_rows
     result.counts.skipped_existing = listing.table.num_rows - table.num_rows
     if table.num_rows:
-        _stream(config, table, run_id, result)
+        _stream(config, steps, table, run_id, result)
     result.wall_seconds = time.perf_counter() - started
     _record(config, listing.ignored_files, result)
     if not result.counts.balanced():
@@ -108,10 +115,14 @@ def run_caption(config: CaptionRunConfig) -> RunResult:
     return result
 
 
-def _stream(config: CaptionRunConfig, table: pa.Table, run_id: str, result: RunResult) -> None:
+def _stream(
+    config: CaptionRunConfig,
+    steps: list[StageStep],
+    table: pa.Table,
+    run_id: str,
+    result: RunResult,
+) -> None:
     import ray
-
-    from factory.pipeline import build_caption_pipeline, check_fits, stage_steps
 
     if not ray.is_initialized():
         ray.init(
@@ -122,10 +133,10 @@ def _stream(config: CaptionRunConfig, table: pa.Table, run_id: str, result: RunR
         )
     if _fixed_size_cluster(config):
         total = ray.cluster_resources()
-        check_fits(stage_steps(config, None), total.get("CPU", 0.0), total.get("GPU", 0.0))
+        check_fits(steps, total.get("CPU", 0.0), total.get("GPU", 0.0))
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = config.ray.preserve_order
-    dataset = build_caption_pipeline(config, table, run_id, resume_from=config.output)
+    dataset = build_caption_pipeline(config, steps, table, run_id)
     for summary in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
         for row in summary.to_pylist():
             result.counts.accepted += row["accepted"]
@@ -144,8 +155,6 @@ def _fixed_size_cluster(config: CaptionRunConfig) -> bool:
 
 
 def _record(config: CaptionRunConfig, ignored_files: int, result: RunResult) -> None:
-    from factory.pipeline import skipped_stages
-
     payload = {
         "run_id": result.run_id,
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),

@@ -229,3 +229,12 @@ def test_clip_and_detect_experts_run_in_the_pipeline(tmp_path, capsys, ray_local
         assert all(0 <= v <= 1 for obj in row["objects"] for v in obj["box"])
         assert {obj["label"] for obj in row["objects"]} <= {tag["label"] for tag in row["tags"]}
     assert "clip by builtin://tiny-clip, a random-weight demo model" in printed
+
+
+def test_a_plan_that_cannot_work_is_refused_before_listing_or_ray(tmp_path, capsys):
+    # the input does not exist either: the plan error must come first, with no Ray started
+    missing = str(tmp_path / "nope")
+    code = main(["caption", "--input", missing, "--output", str(tmp_path / "o"),
+                 "--set", "detect.model=/m/owl"])  # fmt: skip
+    assert code == 2
+    assert "detect has nothing to look for" in capsys.readouterr().err

@@ -81,13 +81,14 @@ class ShardWriter:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         status = batch.column("status")
-        counts: dict[str, int] = {}
+        parts = {state: batch.filter(pc.equal(status, state)) for state in records.OUTPUT_DIRS}
         for state, folder in records.OUTPUT_DIRS.items():
-            part = batch.filter(pc.equal(status, state))
-            counts[state] = part.num_rows
-            if part.num_rows:
-                self._write(folder, _as_output(part, state, self.captions_schema, self._run))
-        rejected = batch.filter(pc.equal(status, records.REJECTED))
+            if parts[state].num_rows:
+                self._write(
+                    folder, _as_output(parts[state], state, self.captions_schema, self._run)
+                )
+        counts = {state: part.num_rows for state, part in parts.items()}
+        rejected = parts[records.REJECTED]
         reasons = Counter(
             f"{stage}/{reason}"
             for stage, reason in zip(
