@@ -1,4 +1,4 @@
-"""`factory caption|demo|config`: the command line, one typed function per command."""
+"""`factory caption|demo|config|review`: the command line, one typed function per command."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from factory.config import CaptionRunConfig, load_config
+from factory.review.cli import add_review_commands, run_review
 
 DEMO_OUTPUT = "factory-demo-output"
 
@@ -28,9 +29,15 @@ def caption(input: str, output: str, config: str | None = None, overrides: list[
     return 0
 
 
+# The demo's captioner has random weights, whose greedy output loops: health flags the
+# loops on every caption, and rejecting on them would leave nothing to look at.
+DEMO_OVERRIDES = ["health.reject_on=[]"]
+
+
 def demo(output: str = DEMO_OUTPUT, overrides: list[str] = ()) -> int:
     print(f"demo: captioning the shipped samples in {samples_dir()} into {output}")
-    return caption(samples_dir(), output, None, overrides)
+    print("demo: health flags are recorded, not rejected (health.reject_on=[])")
+    return caption(samples_dir(), output, None, [*DEMO_OVERRIDES, *overrides])
 
 
 def show_config(config: str | None = None, overrides: list[str] = ()) -> int:
@@ -70,12 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("config", help="print the resolved config as YAML")
     show.add_argument("--config", help="YAML config file to resolve")
     add_overrides(show)
+    add_review_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "review":
+            return run_review(args)
         if args.command == "caption":
             return caption(args.input, args.output, args.config, args.overrides)
         if args.command == "demo":

@@ -10,16 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from factory.io.listing import DEFAULT_EXTENSIONS
 from factory.stages.caption import CaptionConfig
 from factory.stages.clip import ClipConfig
+from factory.stages.critic import CriticConfig
+from factory.stages.decompose import DecomposeConfig
 from factory.stages.dedup import DedupConfig
 from factory.stages.detect import DetectConfig
+from factory.stages.expand import ExpandConfig
+from factory.stages.health import HealthConfig
 from factory.stages.knowledge import KnowledgeConfig
 from factory.stages.ocr import OcrConfig
+from factory.stages.qa import QAConfig
 from factory.stages.read import ReadConfig
+from factory.stages.rewrite import RewriteConfig
 from factory.stages.validate import ValidateConfig
 
 
@@ -78,8 +84,34 @@ class CaptionRunConfig(BaseModel):
     caption: CaptionConfig | None = Field(
         default_factory=CaptionConfig, description="null skips captioning"
     )
+    qa: QAConfig | None = Field(None, description="museum question-answer pairs; null skips")
+    expand: ExpandConfig | None = Field(
+        None, description="8-dimension expansion of one caption style; null skips"
+    )
+    decompose: DecomposeConfig | None = Field(
+        None, description="atomic facts of the caption under review; null skips"
+    )
+    critic: CriticConfig | None = Field(
+        None, description="judge each fact against the image (needs decompose); null skips"
+    )
+    rewrite: RewriteConfig | None = Field(
+        None, description="fix the caption from the verdicts (needs critic); null skips"
+    )
+    health: HealthConfig | None = Field(
+        default_factory=HealthConfig, description="health checks on every caption"
+    )
     output_options: OutputConfig = Field(default_factory=OutputConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _one_style_under_review(self) -> CaptionRunConfig:
+        if self.expand and self.decompose and self.expand.style != self.decompose.style:
+            raise ValueError(
+                f"expand.style ({self.expand.style!r}) and decompose.style "
+                f"({self.decompose.style!r}) must name the same caption style: the expanded "
+                "caption is the one decomposed"
+            )
+        return self
 
 
 def apply_override(tree: dict[str, Any], assignment: str) -> None:
@@ -121,7 +153,9 @@ def load_config(
         loaded = yaml.safe_load(Path(path).read_text("utf-8"))
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"config {path} must be a mapping, not {type(loaded).__name__}")
-        tree = merge(tree, loaded or {})
+        # top-level x-* keys hold YAML anchors that the sections reference (x-vlm: &vlm ...)
+        loaded = {k: v for k, v in (loaded or {}).items() if not str(k).startswith("x-")}
+        tree = merge(tree, loaded)
     for assignment in overrides:
         apply_override(tree, assignment)
     return model.model_validate(tree)

@@ -1,7 +1,7 @@
 """stage_steps(config) -> the checked plan; build_caption_pipeline chains it in Ray Data.
 
     read -> validate -> fingerprint -> clip -> dedup -> ocr -> detect -> knowledge
-         -> caption -> write
+         -> caption -> qa -> expand -> decompose -> critic -> rewrite -> health -> write
 
 clip runs before dedup so its embeddings can serve the optional embedding dedup mode.
 A stage whose weights are not configured is left out and reported as skipped; nothing
@@ -21,14 +21,20 @@ import pyarrow as pa
 from factory import __version__, records
 from factory.config import CaptionRunConfig
 from factory.io.outputs import ShardWriter
-from factory.stages.base import MissingColumnsError, Resources
+from factory.stages.base import Columns, MissingColumnsError, Resources
 from factory.stages.caption import CaptionStage
 from factory.stages.clip import ClipStage
+from factory.stages.critic import CriticStage
+from factory.stages.decompose import DecomposeStage
 from factory.stages.dedup import DedupStage, FingerprintStage
 from factory.stages.detect import DetectStage
+from factory.stages.expand import ExpandStage
+from factory.stages.health import HealthStage, text_columns
 from factory.stages.knowledge import KnowledgeStage
 from factory.stages.ocr import OcrStage
+from factory.stages.qa import QAStage
 from factory.stages.read import ReadStage
+from factory.stages.rewrite import RewriteStage
 from factory.stages.validate import ValidateStage
 
 if TYPE_CHECKING:
@@ -49,6 +55,7 @@ class StageStep:
     fn: type
     kwargs: dict[str, Any]
     resources: Resources
+    columns: Columns
 
 
 class _CallOnce:
@@ -93,21 +100,30 @@ def apply(dataset: ray.data.Dataset, step: StageStep) -> ray.data.Dataset:
     return dataset.map_batches(_CallOnce(step.fn, step.kwargs), **common)
 
 
-def _step(fn: type, config: Any, **kwargs: Any) -> StageStep:
-    return StageStep(fn, {"config": config, **kwargs}, config.resources)
+def _step(fn: type, config: Any, resources: Resources | None = None, **kwargs: Any) -> StageStep:
+    # stages whose columns depend on their config (caption styles, ...) say so in columns_for
+    dynamic = hasattr(fn, "columns_for")
+    columns = fn.columns_for(config, *kwargs.values()) if dynamic else fn.COLUMNS
+    return StageStep(fn, {"config": config, **kwargs}, resources or config.resources, columns)
+
+
+# the caption loop after the first-pass captions, in order
+LOOP_STAGES = (
+    ("qa", QAStage),
+    ("expand", ExpandStage),
+    ("decompose", DecomposeStage),
+    ("critic", CriticStage),
+    ("rewrite", RewriteStage),
+)
 
 
 def stage_steps(config: CaptionRunConfig, resume_from: str | None) -> list[StageStep]:
     """The run's stages in order; a plan that cannot work is refused here, before any work."""
     validation = config.validation
     steps = [
-        StageStep(
-            ReadStage,
-            {"config": config.read, "max_bytes": validation.max_bytes},
-            config.read.resources,
-        ),
+        _step(ReadStage, config.read, max_bytes=validation.max_bytes),
         _step(ValidateStage, validation),
-        StageStep(FingerprintStage, {"config": config.dedup}, validation.resources),
+        _step(FingerprintStage, config.dedup, validation.resources),
     ]
     if config.clip.model is not None:
         steps.append(_step(ClipStage, config.clip))
@@ -125,6 +141,12 @@ def stage_steps(config: CaptionRunConfig, resume_from: str | None) -> list[Stage
         steps.append(_step(KnowledgeStage, config.knowledge))
     if config.caption is not None:
         steps.append(_step(CaptionStage, config.caption))
+    for name, stage in LOOP_STAGES:
+        if (stage_config := getattr(config, name)) is not None:
+            steps.append(_step(stage, stage_config))
+    texts = text_columns({k: v for step in steps for k, v in step.columns.adds.items()})
+    if config.health is not None and texts:
+        steps.append(_step(HealthStage, config.health, text_columns=texts))
     check_wiring(steps)
     return steps
 
@@ -135,10 +157,24 @@ def skipped_stages(config: CaptionRunConfig) -> dict[str, str]:
     for name in ("clip", "detect"):
         if getattr(config, name).model is None:
             skipped[name] = f"no weights configured ({name}.model is null)"
-    for name in ("ocr", "knowledge", "caption"):
+    for name in ("ocr", "knowledge", "caption", "health", *(name for name, _ in LOOP_STAGES)):
         if getattr(config, name) is None:
             skipped[name] = f"switched off ({name}: null)"
     return skipped
+
+
+def engine_models(config: CaptionRunConfig) -> dict[str, str]:
+    """Which model each generating step of this run uses (for notes and lineage checks)."""
+    models = {}
+    if config.caption is not None:
+        models["caption"] = config.caption.engine.model
+    if config.expand is not None:
+        models["expand.questions"] = config.expand.questions.engine.model
+        models["expand.answer"] = config.expand.answer.engine.model
+    for name in ("qa", "decompose", "critic", "rewrite"):
+        if (stage_config := getattr(config, name)) is not None:
+            models[name] = stage_config.step.engine.model
+    return models
 
 
 def _min_pool(res: Resources) -> int:
@@ -159,7 +195,7 @@ def check_fits(steps: list[StageStep], cpus: float, gpus: float) -> None:
     task_cpus = max([WRITER_CPUS, *(r.num_cpus for r in tasks)])
     task_gpus = max([0.0, *(r.num_gpus for r in tasks)])
     held = ", ".join(
-        f"{s.fn.COLUMNS.stage} {_min_pool(s.resources)}x{s.resources.num_cpus} CPU"
+        f"{s.columns.stage} {_min_pool(s.resources)}x{s.resources.num_cpus} CPU"
         f"{f' {s.resources.num_gpus} GPU' if s.resources.num_gpus else ''}"
         for s in actors
     )
@@ -181,18 +217,18 @@ def check_wiring(steps: list[StageStep]) -> None:
     """Every stage's needed columns come from the listing or an earlier stage."""
     available = set(records.LISTING_SCHEMA.names)
     for step in steps:
-        columns = step.fn.COLUMNS
+        columns = step.columns
         missing = [name for name in columns.needs if name not in available]
         if missing:
             raise MissingColumnsError(
                 f"stage {columns.stage!r} needs {missing}, which no earlier stage produces "
-                f"(stages: {[s.fn.COLUMNS.stage for s in steps]})"
+                f"(stages: {[s.columns.stage for s in steps]})"
             )
         available = (available | set(columns.adds)) - set(columns.drops)
 
 
 def captions_schema(steps: list[StageStep]) -> pa.Schema:
-    fields = [f for step in steps for f in step.fn.COLUMNS.fields() if f.name != "data"]
+    fields = [f for step in steps for f in step.columns.fields() if f.name != "data"]
     return records.captions_schema(fields)
 
 

@@ -27,6 +27,7 @@ from factory.pipeline import (
     StageStep,
     build_caption_pipeline,
     check_fits,
+    engine_models,
     skipped_stages,
     stage_steps,
 )
@@ -81,8 +82,8 @@ def _notes(config: CaptionRunConfig) -> list[str]:
     from factory.models.weights import builtin_note
 
     notes = [f"skipped {name}: {why}" for name, why in skipped_stages(config).items()]
-    models = {"caption": config.caption and config.caption.engine.model}
-    models |= {name: getattr(config, name).model for name in ("clip", "detect")}
+    models = {name: getattr(config, name).model for name in ("clip", "detect")}
+    models |= engine_models(config)
     for stage, model in models.items():
         if model and (note := builtin_note(model)):
             notes.append(f"{stage} by {model}, a {note}")

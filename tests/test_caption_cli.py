@@ -14,6 +14,7 @@ from factory.io.outputs import read_output
 from tests import imagegen
 
 NO_MODELS = ["--set", "caption=null", "--set", "ocr=null"]
+FLAG_ONLY = ["--set", "health.reject_on=[]"]
 
 
 def run_cli(capsys, source: str, output: str, *extra: str) -> tuple[dict, str]:
@@ -48,7 +49,8 @@ def expected_by_uri(root, expected: dict[str, str]) -> dict[str, str]:
 def test_mixed_folder_every_input_accounted_for_and_captioned(tmp_path, capsys, ray_local):
     expected = imagegen.write_mixed_folder(tmp_path / "in")
     output = str(tmp_path / "out")
-    run, printed = run_cli(capsys, str(tmp_path / "in"), output)
+    # random-weight captions loop; health's own tests are in tests/stages
+    run, printed = run_cli(capsys, str(tmp_path / "in"), output, *FLAG_ONLY)
 
     assert outcomes(output) == expected_by_uri(tmp_path / "in", expected)
     counts = run["counts"]
@@ -56,15 +58,18 @@ def test_mixed_folder_every_input_accounted_for_and_captioned(tmp_path, capsys, 
     assert counts["inputs"] == counts["accepted"] + counts["rejected"] + counts["duplicates"]
     assert counts["accepted"] == sum(v == "accepted" for v in expected.values())
     assert counts["skipped_existing"] == 0
-    assert set(run["stage_seconds"]) >= {"read", "validate", "fingerprint", "dedup", "caption"}
-    assert set(run["skipped_stages"]) == {"clip", "detect"}
+    stages = {"read", "validate", "fingerprint", "dedup", "caption", "health"}
+    assert set(run["stage_seconds"]) >= stages
+    loop = {"qa", "expand", "decompose", "critic", "rewrite"}
+    assert set(run["skipped_stages"]) == {"clip", "detect"} | loop
     assert "skipped clip: no weights configured" in printed
     assert run["config"]["input"] == str(tmp_path / "in")
     assert "ray" in run["versions"]
 
     captions = read_output(output, "captions")
-    assert all(text.strip() for text in captions.column("caption").to_pylist())
-    lineage = captions.column("caption_lineage")[0].as_py()
+    assert all(text.strip() for text in captions.column("caption_detailed").to_pylist())
+    assert all(isinstance(f, list) for f in captions.column("health_flags").to_pylist())
+    lineage = captions.column("caption_detailed_lineage")[0].as_py()
     assert lineage["model"] == "builtin://tiny-llava" and len(lineage["prompt_sha256"]) == 64
     assert set(captions.column("run_id").to_pylist()) == {run["run_id"]}
     assert max(captions.column("width").to_pylist() + captions.column("height").to_pylist()) <= 1024
@@ -74,7 +79,7 @@ def test_mixed_folder_every_input_accounted_for_and_captioned(tmp_path, capsys, 
     assert "random-weight demo model" in printed
     assert f"inputs {len(expected)}:" in printed
 
-    rerun, printed = run_cli(capsys, str(tmp_path / "in"), output)
+    rerun, printed = run_cli(capsys, str(tmp_path / "in"), output, *FLAG_ONLY)
     assert rerun["counts"]["skipped_existing"] == len(expected)
     assert rerun["counts"]["accepted"] == 0
     assert outcomes(output) == expected_by_uri(tmp_path / "in", expected)

@@ -1,4 +1,10 @@
-"""Caption each accepted image with a chat engine and a versioned prompt template."""
+"""Caption each accepted image in one or more styles with a chat engine.
+
+Each style has its own prompt template; the column `caption_<style>` holds the text and
+`caption_<style>_lineage` what made it. The fusion prompts see the experts' outputs and
+the catalogue record (the visual auxiliary information); styles in `withhold_catalogue`
+never see the catalogue, so a formal analysis cannot recite the label's title and artist.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +12,48 @@ import pyarrow as pa
 from pydantic import Field
 
 from factory import records
-from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
-from factory.prompts import load_prompt
+from factory.models.engine import EngineConfig, GenerationParams
 from factory.prompts.fusion import AUXILIARY_COLUMNS, auxiliary_block
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
+from factory.stages.chat import VLM, ChatStep, PromptedEngine
+from factory.text.parse import ParseError, clean_caption
+
+STYLE_PROMPTS = {
+    "detailed": "caption_fusion",
+    "objective": "caption_objective",
+    "formal_analysis": "caption_formal_analysis",
+}
+
+
+def caption_column(style: str) -> str:
+    return f"caption_{style}"
+
+
+def lineage_column(text_column: str) -> str:
+    return f"{text_column}_lineage"
 
 
 class CaptionConfig(StageConfig):
     engine: EngineConfig = Field(
-        default_factory=lambda: EngineConfig(model="builtin://tiny-llava"),
+        default_factory=lambda: EngineConfig(model=VLM),
         description="which model and engine write the captions",
     )
-    prompt: str = Field("caption_detailed", description="prompt template: name or name.vN")
+    styles: dict[str, str] = Field(
+        default_factory=lambda: {"detailed": STYLE_PROMPTS["detailed"]},
+        description="style -> prompt template; one caption_<style> column each. Shipped: "
+        + ", ".join(f"{style}: {prompt}" for style, prompt in STYLE_PROMPTS.items()),
+        min_length=1,
+    )
     generation: GenerationParams = Field(default_factory=GenerationParams)
     auxiliary: bool = Field(
         True,
         description="put the expert outputs and catalogue knowledge the batch has into the "
         "prompt (the fusion prompt's visual auxiliary information)",
+    )
+    withhold_catalogue: list[str] = Field(
+        default_factory=lambda: ["formal_analysis"],
+        description="styles whose prompt never sees the catalogue record (title, creator): "
+        "the model must describe what it sees, not recite the label",
     )
     # half a CPU by default so the offline profile (OCR + captioner + tasks) fits 2 cores;
     # GPU presets set num_gpus instead
@@ -34,36 +65,46 @@ class CaptionConfig(StageConfig):
 
 
 class CaptionStage:
-    COLUMNS = Columns(
-        stage="caption",
-        needs=("image",),
-        optional=AUXILIARY_COLUMNS,
-        adds={"caption": pa.string(), "caption_lineage": records.LINEAGE_TYPE},
-    )
+    @staticmethod
+    def columns_for(config: CaptionConfig) -> Columns:
+        adds: dict[str, pa.DataType] = {}
+        for style in config.styles:
+            adds[caption_column(style)] = pa.string()
+            adds[lineage_column(caption_column(style))] = records.LINEAGE_TYPE
+        return Columns(stage="caption", needs=("image",), optional=AUXILIARY_COLUMNS, adds=adds)
 
     def __init__(self, config: CaptionConfig):
-        from factory.models.engine import load_engine
-
         self.config = config
-        self.template = load_prompt(config.prompt)
-        self.engine = load_engine(config.engine)
-        info = self.engine.info
-        self.lineage = {
-            "model": info.model,
-            "revision": info.revision,
-            "engine": info.engine,
-            "prompt_template": self.template.id,
-            "prompt_sha256": self.template.sha256,
+        self.columns = self.columns_for(config)
+        self.styles = {
+            style: PromptedEngine(
+                ChatStep(engine=config.engine, prompt=prompt, generation=config.generation)
+            )
+            for style, prompt in config.styles.items()
         }
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return map_batch(batch, self.COLUMNS, self._caption)
+        return map_batch(batch, self.columns, self._caption)
 
-    def _caption(self, rows: list[Row]) -> list[Row]:
-        requests = [ChatRequest(prompt=self._prompt(row), image=row["image"]) for row in rows]
-        texts = self.engine.generate(requests, self.config.generation)
-        return [{"caption": text, "caption_lineage": self.lineage} for text in texts]
+    def _caption(self, rows: list[Row]) -> list[Row | records.Rejection]:
+        results: list[Row | records.Rejection] = [{} for _ in rows]
+        for style, prompted in self.styles.items():
+            calls = [({"auxiliary": self._auxiliary(row, style)}, row["image"]) for row in rows]
+            for position, text in enumerate(prompted.generate(calls)):
+                result = results[position]
+                if isinstance(result, records.Rejection):
+                    continue
+                try:
+                    result[caption_column(style)] = clean_caption(text)
+                except ParseError as error:
+                    results[position] = records.Rejection(f"{style}_{error.reason}", error.detail)
+                    continue
+                result[lineage_column(caption_column(style))] = prompted.lineage
+        return results
 
-    def _prompt(self, row: Row) -> str:
-        auxiliary = auxiliary_block(row) if self.config.auxiliary else ""
-        return self.template.render(auxiliary=auxiliary)
+    def _auxiliary(self, row: Row, style: str) -> str:
+        if not self.config.auxiliary:
+            return ""
+        if style in self.config.withhold_catalogue:
+            row = {key: value for key, value in row.items() if key != "knowledge"}
+        return auxiliary_block(row)

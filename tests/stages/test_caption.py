@@ -26,27 +26,33 @@ def stage(model: str, **engine) -> CaptionStage:
 
 def test_every_ok_row_gets_a_caption_with_lineage(tiny_model):
     out = stage(tiny_model)(batch([imagegen.jpeg(120, 90, s) for s in range(3)]))
-    captions = out.column("caption").to_pylist()
-    assert len(captions) == 3 and all(text.strip() for text in captions)
-    lineage = out.column("caption_lineage").to_pylist()
-    assert {row["prompt_template"] for row in lineage} == {"caption_detailed.v1"}
+    # random weights: a reply may be empty, which is a rejection, never a crash
+    ok = [row for row in out.to_pylist() if row["status"] == "ok"]
+    assert ok and all(row["caption_detailed"].strip() for row in ok)
+    rejected = [row for row in out.to_pylist() if row["status"] != "ok"]
+    assert all(row["reason"] in {"detailed_empty", "detailed_refusal"} for row in rejected)
+    lineage = [row["caption_detailed_lineage"] for row in ok]
+    assert {row["prompt_template"] for row in lineage} == {"caption_fusion.v1"}
     assert lineage[0]["engine"] == "transformers" and lineage[0]["model"] == tiny_model
     assert len(lineage[0]["revision"]) >= 8
 
 
 def test_an_image_the_engine_cannot_read_is_rejected_alone(tiny_model):
     out = stage(tiny_model)(batch([imagegen.jpeg(120, 90, 1), b"not an image"]))
-    assert out.column("status").to_pylist() == ["ok", "rejected"]
-    assert out.column("reject_stage").to_pylist() == [None, "caption"]
-    assert out.column("caption")[0].as_py()
+    assert out.column("reject_stage").to_pylist()[1] == "caption"
+    assert out.column("reason").to_pylist()[1] == "error"
+    assert out.column("caption_detailed_lineage")[1].as_py() is None
 
 
 def test_prompt_carries_the_auxiliary_information_the_batch_has(tiny_model):
     captioner = stage(tiny_model)
     row = {"knowledge": "- title: The Harvesters", "category": "painting"}
-    prompt = captioner._prompt(row)
+    prompt = captioner.styles["detailed"].template.render(
+        auxiliary=captioner._auxiliary(row, "detailed")
+    )
     assert "- title: The Harvesters" in prompt and "- category: painting" in prompt
-    assert "Catalogue record" not in captioner._prompt({})
+    assert "Catalogue record" not in captioner._auxiliary({}, "detailed")
+    assert "The Harvesters" not in captioner._auxiliary(row, "formal_analysis")
 
 
 @pytest.mark.gpu
@@ -54,7 +60,7 @@ def test_cuda_captions_match_cpu_and_bf16_runs(tiny_model):
     images = batch([imagegen.jpeg(200, 150, s) for s in range(4)])
     on_cpu = stage(tiny_model, device="cpu", dtype="float32")(images)
     on_gpu = stage(tiny_model, device="cuda", dtype="float32")(images)
-    assert on_gpu.column("caption").to_pylist() == on_cpu.column("caption").to_pylist()
+    column = "caption_detailed"
+    assert on_gpu.column(column).to_pylist() == on_cpu.column(column).to_pylist()
     half = stage(tiny_model, device="cuda", dtype="bfloat16")(images)
-    assert half.column("status").to_pylist() == ["ok"] * 4
-    assert all(half.column("caption").to_pylist())
+    assert half.column("reject_stage").to_pylist() == on_cpu.column("reject_stage").to_pylist()

@@ -1,0 +1,87 @@
+"""One kind of model call, shared by every text-generating stage.
+
+A `ChatStep` names an engine, a prompt template and decoding settings; `PromptedEngine`
+loads it once per actor, renders prompts, generates in one batch and knows the lineage its
+texts carry. Steps of one actor with the same engine config share one loaded model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
+from factory.prompts import load_prompt
+
+if TYPE_CHECKING:
+    from factory.models.engine import Engine
+
+VLM = "builtin://tiny-llava"
+TEXT_LLM = "builtin://tiny-llama"
+
+
+class ChatStep(BaseModel):
+    """Which engine answers, with which prompt template, decoded how."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: EngineConfig = Field(
+        default_factory=lambda: EngineConfig(model=VLM), description="the model and engine"
+    )
+    prompt: str = Field(..., description="prompt template: name (newest version) or name.vN")
+    generation: GenerationParams = Field(default_factory=GenerationParams)
+
+
+def chat_step(model: str, prompt: str, max_new_tokens: int) -> ChatStep:
+    """A default step: `model` through the transformers engine on the CPU."""
+    return ChatStep(
+        engine=EngineConfig(model=model),
+        prompt=prompt,
+        generation=GenerationParams(max_new_tokens=max_new_tokens),
+    )
+
+
+# One loaded model per engine config per process: expand's answer step and the critic
+# in one actor, or two styles of one stage, never load the same weights twice.
+_LOADED: dict[str, Engine] = {}
+
+
+def shared_engine(config: EngineConfig) -> Engine:
+    from factory.models.engine import load_engine
+
+    key = config.model_dump_json()
+    if key not in _LOADED:
+        _LOADED[key] = load_engine(config)
+    return _LOADED[key]
+
+
+class PromptedEngine:
+    """A loaded engine plus its template: prompts in, texts out, lineage alongside."""
+
+    def __init__(self, step: ChatStep):
+        self.step = step
+        self.template = load_prompt(step.prompt)
+        self.engine = shared_engine(step.engine)
+        info = self.engine.info
+        self.lineage = {
+            "model": info.model,
+            "revision": info.revision,
+            "engine": info.engine,
+            "prompt_template": self.template.id,
+            "prompt_sha256": self.template.sha256,
+        }
+
+    def generate(self, calls: Sequence[tuple[dict[str, Any], bytes | None]]) -> list[str]:
+        """One text per (template fields, image or None), in order, in one engine batch."""
+        requests = [
+            ChatRequest(prompt=self.template.render(**fields), image=image)
+            for fields, image in calls
+        ]
+        return self.engine.generate(requests, self.step.generation) if requests else []
+
+
+def numbered(items: Sequence[str]) -> str:
+    """Items as the numbered list the prompts show the model."""
+    return "\n".join(f"{i}. {item}" for i, item in enumerate(items, start=1))

@@ -1,0 +1,96 @@
+"""The sentence-level critic: each atomic fact judged against the image.
+
+One call per fact (the VLM sees the image, the fact and the caption it came from), so a
+long caption's facts batch well on vLLM. Verdicts: consistent, inconsistent, unverifiable;
+`critic_score` is the share of judged facts that are consistent. A fact whose answer
+cannot be parsed keeps a null verdict with the reason; a caption none of whose facts
+could be judged is rejected.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from pydantic import Field
+
+from factory import records
+from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
+from factory.stages.chat import VLM, ChatStep, PromptedEngine, chat_step
+from factory.text.parse import ParseError, parse_verdict
+
+CONSISTENT = "consistent"
+
+FACT_CHECK_TYPE = pa.list_(
+    pa.struct(
+        [
+            pa.field("fact", pa.string()),
+            pa.field("verdict", pa.string()),
+            pa.field("reason", pa.string()),
+            pa.field("correction", pa.string()),
+        ]
+    )
+)
+
+
+class CriticConfig(StageConfig):
+    step: ChatStep = Field(
+        default_factory=lambda: chat_step(VLM, "critic", max_new_tokens=96),
+        description="the VLM that judges each fact against the image",
+    )
+    resources: Resources = Field(
+        default_factory=lambda: Resources(
+            compute="actors", concurrency=1, batch_size=8, num_cpus=0.25
+        )
+    )
+
+
+class CriticStage:
+    COLUMNS = Columns(
+        stage="critic",
+        needs=("image", "facts", "draft_caption"),
+        adds={
+            "fact_checks": FACT_CHECK_TYPE,
+            "critic_score": pa.float64(),
+            "critic_lineage": records.LINEAGE_TYPE,
+        },
+    )
+
+    def __init__(self, config: CriticConfig):
+        self.config = config
+        self.prompted = PromptedEngine(config.step)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return map_batch(batch, self.COLUMNS, self._judge)
+
+    def _judge(self, rows: list[Row]) -> list[Row | records.Rejection]:
+        calls = [
+            ({"fact": fact, "caption": row["draft_caption"]}, row["image"])
+            for row in rows
+            for fact in row["facts"]
+        ]
+        answers = iter(self.prompted.generate(calls))
+        return [self._score([check(fact, next(answers)) for fact in row["facts"]]) for row in rows]
+
+    def _score(self, checks: list[dict]) -> Row | records.Rejection:
+        judged = [c for c in checks if c["verdict"] is not None]
+        if not judged:
+            detail = checks[0]["reason"] if checks else "the caption had no facts"
+            return records.Rejection("no_verdicts", detail)
+        score = sum(c["verdict"] == CONSISTENT for c in judged) / len(judged)
+        return {
+            "fact_checks": checks,
+            "critic_score": score,
+            "critic_lineage": self.prompted.lineage,
+        }
+
+
+def check(fact: str, answer: str) -> dict:
+    try:
+        verdict = parse_verdict(answer)
+    except ParseError as error:
+        return {"fact": fact, "verdict": None, "reason": error.detail, "correction": None}
+    return {
+        "fact": fact,
+        "verdict": verdict.verdict,
+        "reason": verdict.reason,
+        "correction": verdict.correction,
+    }

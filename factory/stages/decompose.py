@@ -1,0 +1,86 @@
+"""Atomic decomposition: the caption under review becomes independent, explicit facts.
+
+The caption under review (the "draft") is the expanded caption when expansion ran, else
+the first-pass caption of the style. It is kept as `draft_caption` with its lineage: it
+is what the critic judges, what the rewrite fixes and what a human reviewer corrects.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from pydantic import Field
+
+from factory import records
+from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
+from factory.stages.caption import caption_column, lineage_column
+from factory.stages.chat import TEXT_LLM, ChatStep, PromptedEngine, chat_step
+from factory.text.parse import ParseError, parse_facts
+
+EXPANDED = "expanded_caption"
+
+
+class DecomposeConfig(StageConfig):
+    style: str = Field("detailed", description="which caption style is checked and rewritten")
+    step: ChatStep = Field(
+        default_factory=lambda: chat_step(TEXT_LLM, "decompose", max_new_tokens=200),
+        description="the (text) LLM that splits the caption into facts",
+    )
+    max_facts: int = Field(24, ge=1, description="facts kept per caption (each costs a call)")
+    resources: Resources = Field(
+        default_factory=lambda: Resources(
+            compute="actors", concurrency=1, batch_size=8, num_cpus=0.25
+        )
+    )
+
+
+class DecomposeStage:
+    @staticmethod
+    def columns_for(config: DecomposeConfig) -> Columns:
+        source = caption_column(config.style)
+        return Columns(
+            stage="decompose",
+            needs=(source, lineage_column(source)),
+            optional=(EXPANDED, lineage_column(EXPANDED)),
+            adds={
+                "draft_caption": pa.string(),
+                "draft_style": pa.string(),
+                "draft_caption_lineage": records.LINEAGE_TYPE,
+                "facts": pa.list_(pa.string()),
+                "facts_lineage": records.LINEAGE_TYPE,
+            },
+        )
+
+    def __init__(self, config: DecomposeConfig):
+        self.config = config
+        self.columns = self.columns_for(config)
+        self.prompted = PromptedEngine(config.step)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return map_batch(batch, self.columns, self._decompose)
+
+    def _draft(self, row: Row) -> tuple[str, dict]:
+        if row.get(EXPANDED):
+            return row[EXPANDED], row[lineage_column(EXPANDED)]
+        source = caption_column(self.config.style)
+        return row[source], row[lineage_column(source)]
+
+    def _decompose(self, rows: list[Row]) -> list[Row | records.Rejection]:
+        drafts = [self._draft(row) for row in rows]
+        texts = self.prompted.generate([({"caption": text}, None) for text, _ in drafts])
+        results: list[Row | records.Rejection] = []
+        for (draft, lineage), text in zip(drafts, texts, strict=True):
+            try:
+                facts = parse_facts(text)[: self.config.max_facts]
+            except ParseError as error:
+                results.append(records.Rejection(f"facts_{error.reason}", error.detail))
+                continue
+            results.append(
+                {
+                    "draft_caption": draft,
+                    "draft_style": self.config.style,
+                    "draft_caption_lineage": lineage,
+                    "facts": facts,
+                    "facts_lineage": self.prompted.lineage,
+                }
+            )
+        return results

@@ -1,0 +1,125 @@
+"""8-dimension expansion: an LLM asks what the caption leaves open, the VLM answers it in.
+
+Step one (text only) asks questions along the dimensions below about the caption; step
+two shows the image, the caption and the questions to the captioner, which folds what it
+can see into one longer caption. Questions are kept, tagged by dimension.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pyarrow as pa
+from pydantic import Field
+
+from factory import records
+from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
+from factory.stages.caption import caption_column
+from factory.stages.chat import TEXT_LLM, VLM, ChatStep, PromptedEngine, chat_step, numbered
+from factory.text.parse import ParseError, clean_caption, parse_questions
+
+DIMENSIONS = (
+    "scene and setting",
+    "spatial layout",
+    "object properties",
+    "text and symbols",
+    "emotion and atmosphere",
+    "temporal context",
+    "cultural and social background",
+    "visual style",
+)
+
+QUESTIONS_TYPE = pa.list_(
+    pa.struct([pa.field("dimension", pa.string()), pa.field("question", pa.string())])
+)
+
+
+class ExpandConfig(StageConfig):
+    style: str = Field("detailed", description="which caption style is expanded")
+    questions: ChatStep = Field(
+        default_factory=lambda: chat_step(TEXT_LLM, "expand_questions", max_new_tokens=160),
+        description="the (text) LLM that asks the questions",
+    )
+    answer: ChatStep = Field(
+        default_factory=lambda: chat_step(VLM, "expand_answer", max_new_tokens=160),
+        description="the VLM that answers them into a longer caption",
+    )
+    dimensions: list[str] = Field(
+        default_factory=lambda: list(DIMENSIONS), description="what the questions cover"
+    )
+    max_questions: int = Field(8, ge=1, description="questions kept per caption")
+    resources: Resources = Field(
+        default_factory=lambda: Resources(
+            compute="actors", concurrency=1, batch_size=8, num_cpus=0.25
+        )
+    )
+
+
+class ExpandStage:
+    @staticmethod
+    def columns_for(config: ExpandConfig) -> Columns:
+        return Columns(
+            stage="expand",
+            needs=("image", caption_column(config.style)),
+            adds={
+                "expansion_questions": QUESTIONS_TYPE,
+                "expansion_questions_lineage": records.LINEAGE_TYPE,
+                "expanded_caption": pa.string(),
+                "expanded_caption_lineage": records.LINEAGE_TYPE,
+            },
+        )
+
+    def __init__(self, config: ExpandConfig):
+        self.config = config
+        self.columns = self.columns_for(config)
+        self.source = caption_column(config.style)
+        self.asker = PromptedEngine(config.questions)
+        self.answerer = PromptedEngine(config.answer)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return map_batch(batch, self.columns, self._expand)
+
+    def _expand(self, rows: list[Row]) -> list[Row | records.Rejection]:
+        dimensions = numbered(self.config.dimensions)
+        asked = self.asker.generate(
+            [({"caption": row[self.source], "dimensions": dimensions}, None) for row in rows]
+        )
+        results: list[Row | records.Rejection] = []
+        for text in asked:
+            try:
+                questions = parse_questions(text, self.config.dimensions)
+            except ParseError as error:
+                results.append(records.Rejection(f"questions_{error.reason}", error.detail))
+                continue
+            kept = questions[: self.config.max_questions]
+            results.append({"expansion_questions": [asdict(q) for q in kept]})
+        self._answer(rows, results)
+        return results
+
+    def _answer(self, rows: list[Row], results: list[Row | records.Rejection]) -> None:
+        pending = [
+            i for i, result in enumerate(results) if not isinstance(result, records.Rejection)
+        ]
+        calls = [
+            (
+                {
+                    "caption": rows[i][self.source],
+                    "questions": numbered(
+                        [q["question"] for q in results[i]["expansion_questions"]]
+                    ),
+                },
+                rows[i]["image"],
+            )
+            for i in pending
+        ]
+        for i, text in zip(pending, self.answerer.generate(calls), strict=True):
+            try:
+                expanded = clean_caption(text)
+            except ParseError as error:
+                results[i] = records.Rejection(f"expanded_{error.reason}", error.detail)
+                continue
+            results[i] |= {
+                "expansion_questions_lineage": self.asker.lineage,
+                "expanded_caption": expanded,
+                "expanded_caption_lineage": self.answerer.lineage,
+            }

@@ -1,0 +1,98 @@
+"""Museum question-answer pairs per image, one per catalogue category (MUSEUM-65).
+
+Questions the image cannot answer (title, creator, collection, ...) are answered
+"cannot tell from the image": that is the correct answer, and the fine-tuned models learn it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pyarrow as pa
+from pydantic import Field
+
+from factory import records
+from factory.prompts.fusion import AUXILIARY_COLUMNS, auxiliary_block
+from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
+from factory.stages.chat import VLM, ChatStep, PromptedEngine, chat_step
+from factory.text.parse import ParseError, parse_qa
+
+MUSEUM_CATEGORIES = (
+    "subject",
+    "title",
+    "creator",
+    "material",
+    "place",
+    "type",
+    "language",
+    "collection",
+)
+
+QA_TYPE = pa.list_(
+    pa.struct(
+        [
+            pa.field("category", pa.string()),
+            pa.field("question", pa.string()),
+            pa.field("answer", pa.string()),
+        ]
+    )
+)
+
+
+class QAConfig(StageConfig):
+    step: ChatStep = Field(
+        default_factory=lambda: chat_step(VLM, "qa", max_new_tokens=256),
+        description="the VLM that writes the pairs, and its prompt",
+    )
+    categories: list[str] = Field(
+        default_factory=lambda: list(MUSEUM_CATEGORIES),
+        description="question categories asked about every image",
+        min_length=1,
+    )
+    auxiliary: bool = Field(
+        False,
+        description="show the experts' outputs in the prompt; off by default so answers "
+        "come from the image, and unanswerable questions stay unanswerable",
+    )
+    resources: Resources = Field(
+        default_factory=lambda: Resources(
+            compute="actors", concurrency=1, batch_size=8, num_cpus=0.25
+        )
+    )
+
+
+class QAStage:
+    COLUMNS = Columns(
+        stage="qa",
+        needs=("image",),
+        optional=AUXILIARY_COLUMNS,
+        adds={"qa": QA_TYPE, "qa_lineage": records.LINEAGE_TYPE},
+    )
+
+    def __init__(self, config: QAConfig):
+        self.config = config
+        self.prompted = PromptedEngine(config.step)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return map_batch(batch, self.COLUMNS, self._ask)
+
+    def _ask(self, rows: list[Row]) -> list[Row | records.Rejection]:
+        categories = ", ".join(self.config.categories)
+        calls = [
+            (
+                {
+                    "categories": categories,
+                    "auxiliary": auxiliary_block(row) if self.config.auxiliary else "",
+                },
+                row["image"],
+            )
+            for row in rows
+        ]
+        return [self._pairs(text) for text in self.prompted.generate(calls)]
+
+    def _pairs(self, text: str) -> Row | records.Rejection:
+        try:
+            pairs = parse_qa(text, self.config.categories)
+        except ParseError as error:
+            return records.Rejection(f"qa_{error.reason}", error.detail)
+        return {"qa": [asdict(pair) for pair in pairs], "qa_lineage": self.prompted.lineage}

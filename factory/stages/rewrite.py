@@ -1,0 +1,90 @@
+"""The rewrite: the draft caption fixed from the critic's verdicts.
+
+A draft whose facts were all judged consistent needs no rewrite and costs no call: its
+final caption is the draft, with the draft's lineage.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from pydantic import Field
+
+from factory import records
+from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
+from factory.stages.chat import TEXT_LLM, ChatStep, PromptedEngine, chat_step
+from factory.stages.critic import CONSISTENT
+from factory.text.parse import ParseError, clean_caption
+
+
+class RewriteConfig(StageConfig):
+    step: ChatStep = Field(
+        default_factory=lambda: chat_step(TEXT_LLM, "rewrite", max_new_tokens=200),
+        description="the (text) LLM that rewrites the caption from the verdicts",
+    )
+    resources: Resources = Field(
+        default_factory=lambda: Resources(
+            compute="actors", concurrency=1, batch_size=8, num_cpus=0.25
+        )
+    )
+
+
+class RewriteStage:
+    COLUMNS = Columns(
+        stage="rewrite",
+        needs=("draft_caption", "draft_caption_lineage", "fact_checks"),
+        adds={"final_caption": pa.string(), "final_caption_lineage": records.LINEAGE_TYPE},
+    )
+
+    def __init__(self, config: RewriteConfig):
+        self.config = config
+        self.prompted = PromptedEngine(config.step)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return map_batch(batch, self.COLUMNS, self._rewrite)
+
+    def _rewrite(self, rows: list[Row]) -> list[Row | records.Rejection]:
+        results: list[Row | records.Rejection] = [
+            {
+                "final_caption": row["draft_caption"],
+                "final_caption_lineage": row["draft_caption_lineage"],
+            }
+            for row in rows
+        ]
+        todo = [i for i, row in enumerate(rows) if needs_rewrite(row["fact_checks"])]
+        calls = [
+            (
+                {
+                    "caption": rows[i]["draft_caption"],
+                    "verdicts": verdict_lines(rows[i]["fact_checks"]),
+                },
+                None,
+            )
+            for i in todo
+        ]
+        for i, text in zip(todo, self.prompted.generate(calls), strict=True):
+            try:
+                final = clean_caption(text)
+            except ParseError as error:
+                results[i] = records.Rejection(f"rewrite_{error.reason}", error.detail)
+                continue
+            results[i] = {"final_caption": final, "final_caption_lineage": self.prompted.lineage}
+        return results
+
+
+def needs_rewrite(checks: list[dict]) -> bool:
+    return any(c["verdict"] is not None and c["verdict"] != CONSISTENT for c in checks)
+
+
+def verdict_lines(checks: list[dict]) -> str:
+    """The judged facts as the rewrite prompt shows them."""
+    lines = []
+    for c in checks:
+        if c["verdict"] is None:
+            continue
+        line = f"- [{c['verdict']}] {c['fact']}"
+        if c["reason"]:
+            line += f" (why: {c['reason']})"
+        if c["correction"]:
+            line += f" -> correct to: {c['correction']}"
+        lines.append(line)
+    return "\n".join(lines)
