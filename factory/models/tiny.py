@@ -1,10 +1,12 @@
-"""A tiny random-weight LLaVA built offline, for tests and demos on machines without a hub.
+"""Tiny random-weight models built offline, for tests and demos on machines without a hub.
 
-CLIP vision tower (32-px images, 8-px patches) + Llama text model (hidden 128, 2 heads of
-size 64 -- vLLM's CPU attention rejects smaller heads -- 2 layers), a byte-level BPE
-tokenizer trained here on a built-in corpus, and a LlavaProcessor with a chat template.
-The directory it writes loads through AutoProcessor / AutoModelForImageTextToText like any
-hub checkpoint, so the engines under test take the same code path as real weights.
+Tiny LLaVA: CLIP vision tower (32-px images, 8-px patches) + Llama text model (hidden 128,
+2 heads of size 64 -- vLLM's CPU attention rejects smaller heads -- 2 layers), a byte-level
+BPE tokenizer trained here on a built-in corpus, and a LlavaProcessor with a chat template.
+Tiny Llama: the same text model and tokenizer alone, as a text-only chat LLM.
+The directories load through AutoProcessor / AutoModelForImageTextToText (LLaVA) or
+AutoTokenizer / AutoModelForCausalLM (Llama) like any hub checkpoint, so the engines under
+test take the same code path as real weights.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     CLIPVisionConfig,
     LlamaConfig,
+    LlamaForCausalLM,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
 )
 from transformers.models.clip import CLIPImageProcessorPil
@@ -47,6 +51,16 @@ CHAT_TEMPLATE = (
     "{% if part['type'] == 'image' %}<image>{{ '\\n' }}"
     "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
     "{% endfor %}{% endif %}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+# The tiny Llama's: the same layout for plain-string content only, as text-only LLMs' are.
+# vLLM reads such a template as "string" content format and joins text parts for it.
+TEXT_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ message['role'] | upper }}: {{ message['content'] }}"
     "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
@@ -117,17 +131,8 @@ def train_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def _model_config(tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
-    vision = CLIPVisionConfig(
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        projection_dim=32,
-    )
-    text = LlamaConfig(
+def _text_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=128,
         intermediate_size=256,
@@ -140,9 +145,21 @@ def _model_config(tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+
+
+def _model_config(tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
+    vision = CLIPVisionConfig(
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        projection_dim=32,
+    )
     return LlavaConfig(
         vision_config=vision,
-        text_config=text,
+        text_config=_text_config(tokenizer),
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE),
         image_seq_length=IMAGE_TOKENS,
         vision_feature_select_strategy="default",
@@ -150,9 +167,7 @@ def _model_config(tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
     )
 
 
-def _silence_unlikely_tokens(
-    model: LlavaForConditionalGeneration, tokenizer: PreTrainedTokenizerFast
-) -> None:
+def _silence_unlikely_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast) -> None:
     """Zero the output rows of single bytes and of special tokens other than EOS.
 
     A zero row gives logit 0 while the random rows spread around 0, so greedy decoding never
@@ -170,14 +185,17 @@ def _silence_unlikely_tokens(
 
 
 def _random_model(
-    config: LlavaConfig, tokenizer: PreTrainedTokenizerFast, seed: int
-) -> LlavaForConditionalGeneration:
+    model_class: type[PreTrainedModel],
+    config: LlavaConfig | LlamaConfig,
+    tokenizer: PreTrainedTokenizerFast,
+    seed: int,
+) -> PreTrainedModel:
     # fork_rng keeps the caller's global torch RNG untouched by our seeding.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlavaForConditionalGeneration(config)
+        model = model_class(config)
     _silence_unlikely_tokens(model, tokenizer)
-    text = config.text_config
+    text = config.get_text_config()
     model.generation_config.pad_token_id = text.pad_token_id
     model.generation_config.bos_token_id = text.bos_token_id
     model.generation_config.eos_token_id = text.eos_token_id
@@ -206,7 +224,7 @@ def build_tiny_llava(path: str, seed: int = 0) -> str:
     Deterministic: the same seed gives bit-identical weights and the same tokenizer.
     """
     tokenizer = train_tokenizer()
-    model = _random_model(_model_config(tokenizer), tokenizer, seed)
+    model = _random_model(LlavaForConditionalGeneration, _model_config(tokenizer), tokenizer, seed)
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -217,3 +235,23 @@ def build_tiny_llava(path: str, seed: int = 0) -> str:
 def ensure_tiny_llava(path: str) -> str:
     """Build the tiny LLaVA at `path` unless it is already there; safe to call concurrently."""
     return build_once(path, build_tiny_llava)
+
+
+def build_tiny_llama(path: str, seed: int = 0) -> str:
+    """Write a text-only chat LLM directory (safetensors, tokenizer with chat template).
+
+    The tiny LLaVA's text model and tokenizer on their own; deterministic per seed.
+    """
+    tokenizer = train_tokenizer()
+    tokenizer.chat_template = TEXT_CHAT_TEMPLATE
+    model = _random_model(LlamaForCausalLM, _text_config(tokenizer), tokenizer, seed)
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+def ensure_tiny_llama(path: str) -> str:
+    """Build the tiny Llama at `path` unless it is already there; safe to call concurrently."""
+    return build_once(path, build_tiny_llama)

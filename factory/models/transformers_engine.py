@@ -1,34 +1,52 @@
-"""Chat generation with any Hugging Face image-text-to-text model (CPU or GPU).
+"""Chat generation with any Hugging Face image-text-to-text or text-only chat model.
 
-The processor's own chat template formats each request, so one class serves LLaVA, Qwen-VL,
-Idefics and the tiny offline LLaVA alike; nothing here knows a model family.
+The model's own chat template formats each request (the processor's for image-text-to-text
+models, the tokenizer's for text-only causal LMs), so one class serves LLaVA, Qwen-VL,
+Idefics, Llama, Qwen and the tiny offline models alike; nothing here knows a model family.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from PIL import Image
-from transformers import AutoModelForImageTextToText
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
-from factory.io.images import fit_within, to_rgb
-from factory.models.engine import ChatRequest, EngineConfig, EngineInfo, GenerationParams
-from factory.models.loading import load_pretrained
-from factory.models.weights import weights_revision
+from factory.models.engine import (
+    ChatRequest,
+    EngineConfig,
+    EngineInfo,
+    GenerationParams,
+    check_adapters,
+)
+from factory.models.images import decode_image
+from factory.models.loading import is_image_text_to_text, load_pretrained
+from factory.models.weights import resolve_model_path, weights_revision
 
 
 class TransformersEngine:
     """Loads the model once, then generates for batches of chat requests."""
 
     def __init__(self, config: EngineConfig):
-        loaded = load_pretrained(AutoModelForImageTextToText, config.model, config)
+        directory = resolve_model_path(config.model, config.cache_dir)
+        # The config decides which Auto classes fit: a text-only LLM has no processor and
+        # no image-text-to-text head, and loading it as one would fail or drop weights.
+        self.accepts_images = is_image_text_to_text(directory, config)
+        if self.accepts_images:
+            loaded = load_pretrained(AutoModelForImageTextToText, directory, config)
+            self.tokenizer = loaded.processor.tokenizer
+        else:
+            loaded = load_pretrained(AutoModelForCausalLM, directory, config, AutoTokenizer)
+            self.tokenizer = loaded.processor
+        if not getattr(loaded.processor, "chat_template", None):
+            raise ValueError(
+                f"model {config.model!r} ships no chat template; the engine formats every "
+                "request with the model's own template"
+            )
         self.config = config
         self.device, self.processor, self.model = loaded.device, loaded.processor, loaded.model
-        self.tokenizer = self.processor.tokenizer
         _prepare_for_batches(self.tokenizer)
         self.info = EngineInfo(
             engine="transformers",
@@ -40,23 +58,58 @@ class TransformersEngine:
         """One stripped completion per request, in request order."""
         if not requests:
             return []
+        self._check(requests)
         conversations = [self._conversation(request) for request in requests]
-        inputs = self.processor.apply_chat_template(
+        inputs = self._encode(conversations)
+        with torch.inference_mode(), _seeded_if_sampling(params, self.device):
+            output = self.model.generate(**inputs, **self._decoding_kwargs(params))
+        # Left padding puts every prompt's end at the same column; what follows is new text.
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [text.strip() for text in texts]
+
+    def _check(self, requests: Sequence[ChatRequest]) -> None:
+        check_adapters(requests, self.config)
+        if any(request.adapter is not None for request in requests):
+            raise ValueError(
+                "the transformers engine does not apply LoRA adapters (that needs peft); "
+                "use kind vllm or openai, or merge the adapter into the weights"
+            )
+        if not self.accepts_images and any(request.image is not None for request in requests):
+            raise ValueError(
+                f"model {self.config.model!r} is a text-only LLM and cannot take images; "
+                "send text-only requests or configure an image-text-to-text model"
+            )
+
+    def _encode(self, conversations: list[list[dict[str, Any]]]) -> Any:
+        if self.accepts_images:
+            inputs = self.processor.apply_chat_template(
+                conversations,
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                processor_kwargs={"padding": True},
+            )
+            # dtype applies to pixel values only; token ids stay integers
+            return inputs.to(device=self.device, dtype=self.model.dtype)
+        inputs = self.tokenizer.apply_chat_template(
             conversations,
             add_generation_prompt=True,
             tokenize=True,
             return_dict=True,
             return_tensors="pt",
-            processor_kwargs={"padding": True},
-        ).to(device=self.device, dtype=self.model.dtype)
-        with torch.inference_mode(), _seeded_if_sampling(params, self.device):
-            output = self.model.generate(**inputs, **self._decoding_kwargs(params))
-        # Left padding puts every prompt's end at the same column; what follows is new text.
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
-        return [text.strip() for text in texts]
+            padding=True,
+        )
+        return inputs.to(self.device)
 
     def _conversation(self, request: ChatRequest) -> list[dict[str, Any]]:
+        if not self.accepts_images:
+            # Text-only chat templates expect plain-string content.
+            messages = [{"role": "user", "content": request.prompt}]
+            if request.system:
+                messages.insert(0, {"role": "system", "content": request.system})
+            return messages
         content: list[dict[str, Any]] = []
         if request.image is not None:
             image = decode_image(request.image, self.config.max_image_side)
@@ -84,14 +137,6 @@ class TransformersEngine:
             "top_p": params.top_p,
             "top_k": 0,
         }
-
-
-def decode_image(data: bytes, max_side: int) -> Image.Image:
-    """Encoded bytes -> correct RGB that fits in max_side x max_side, aspect ratio kept."""
-    image = Image.open(io.BytesIO(data))
-    # For JPEG, decode at a reduced scale straight away: big museum scans decode much faster.
-    image.draft("RGB", (max_side, max_side))
-    return fit_within(to_rgb(image), max_side)
 
 
 def _prepare_for_batches(tokenizer: Any) -> None:

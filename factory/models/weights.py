@@ -31,6 +31,7 @@ BUILTIN_SCHEME = "builtin://"
 # The directory carries a version: bump it when the builder changes what it writes.
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "tiny-llava": ("tiny-llava-v1", "factory.models.tiny:ensure_tiny_llava"),
+    "tiny-llama": ("tiny-llama-v1", "factory.models.tiny:ensure_tiny_llama"),
     "tiny-clip": ("tiny-clip-v1", "factory.models.tiny_vision:ensure_tiny_clip"),
     "tiny-owlv2": ("tiny-owlv2-v1", "factory.models.tiny_vision:ensure_tiny_owlv2"),
     "tiny-owlvit": ("tiny-owlvit-v1", "factory.models.tiny_vision:ensure_tiny_owlvit"),

@@ -1,4 +1,4 @@
-"""The tiny offline LLaVA: a complete, deterministic HF model directory."""
+"""The tiny offline LLaVA and Llama: complete, deterministic HF model directories."""
 
 from __future__ import annotations
 
@@ -9,9 +9,16 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+)
 
 from factory.models import tiny
+from factory.models.weights import RANDOM_WEIGHTS_NOTE, builtin_note, resolve_model_path
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +153,76 @@ def test_concurrent_ensure_leaves_one_complete_dir(tmp_path):
     assert results == [str(target)] * 3
     assert [entry.name for entry in tmp_path.iterdir()] == ["tiny"]  # no staging leftovers
     AutoModelForImageTextToText.from_pretrained(str(target), use_safetensors=True)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory) -> str:
+    return tiny.build_tiny_llama(str(tmp_path_factory.mktemp("tiny") / "llama"))
+
+
+def test_tiny_llama_is_a_text_only_causal_lm_vllm_cpu_accepts(llama_dir):
+    model = AutoModelForCausalLM.from_pretrained(llama_dir, use_safetensors=True)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    config = model.config
+    assert (config.hidden_size, config.num_attention_heads, config.head_dim) == (128, 2, 64)
+    assert config.num_hidden_layers == 2
+    assert sorted(path.name for path in Path(llama_dir).glob("*.safetensors")) == [
+        "model.safetensors"
+    ]
+    assert not list(Path(llama_dir).glob("*.bin"))
+
+
+def test_tiny_llama_shares_the_tiny_llava_tokenizer(llama_dir, tiny_dir):
+    llama = AutoTokenizer.from_pretrained(llama_dir)
+    llava = AutoProcessor.from_pretrained(tiny_dir).tokenizer
+    assert llama.get_vocab() == llava.get_vocab()
+    text = "A crimson vase of clay, ünïcode in the foreground."
+    assert llama(text)["input_ids"] == llava(text)["input_ids"]
+
+
+def test_tiny_llama_chat_template_takes_plain_string_messages(llama_dir):
+    tokenizer = AutoTokenizer.from_pretrained(llama_dir)
+    conversation = [
+        {"role": "system", "content": "Be plain."},
+        {"role": "user", "content": "What?"},
+    ]
+    prompt = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    assert prompt == "<s>SYSTEM: Be plain.\nUSER: What?\nASSISTANT:"
+
+
+def test_tiny_llama_round_trips_and_generates_words(llama_dir, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(llama_dir, use_safetensors=True)
+    model.save_pretrained(tmp_path / "again")
+    _assert_same_tensors(_weights(llama_dir), _weights(str(tmp_path / "again")))
+    tokenizer = AutoTokenizer.from_pretrained(llama_dir)
+    inputs = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Describe."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    output = model.generate(**inputs, max_new_tokens=10, do_sample=False)
+    new_tokens = output[0, inputs["input_ids"].shape[1] :].tolist()
+    assert len(new_tokens) == 10 or new_tokens[-1] == tokenizer.eos_token_id
+    # silenced rows: never single bytes, <pad>, <s> or <image>
+    silenced = {tokenizer.convert_tokens_to_ids(token) for token in tiny.SPECIAL_TOKENS[:2]}
+    silenced.add(tokenizer.convert_tokens_to_ids(tiny.IMAGE))
+    assert not silenced & set(new_tokens)
+    assert tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+
+def test_tiny_llama_is_deterministic_per_seed(llama_dir, tmp_path):
+    _assert_same_tensors(_weights(llama_dir), _weights(tiny.build_tiny_llama(str(tmp_path / "a"))))
+    other = _weights(tiny.build_tiny_llama(str(tmp_path / "b"), seed=1))
+    assert not torch.equal(
+        _weights(llama_dir)["model.layers.0.self_attn.q_proj.weight"],
+        other["model.layers.0.self_attn.q_proj.weight"],
+    )
+
+
+def test_tiny_llama_is_a_builtin_with_the_random_weight_note(tmp_path):
+    directory = resolve_model_path("builtin://tiny-llama", str(tmp_path))
+    assert Path(directory).parent == tmp_path / "builtin"
+    assert AutoConfig.from_pretrained(directory).model_type == "llama"
+    assert builtin_note("builtin://tiny-llama") == RANDOM_WEIGHTS_NOTE
+    assert builtin_note("builtin://tiny-llava") == RANDOM_WEIGHTS_NOTE

@@ -1,9 +1,10 @@
-"""TransformersEngine on the tiny offline LLaVA, plus the engine config and dispatch."""
+"""TransformersEngine on the tiny offline LLaVA and tiny Llama, plus config and dispatch."""
 
 from __future__ import annotations
 
 import io
 import re
+import shutil
 from types import SimpleNamespace
 
 import pydantic
@@ -19,9 +20,10 @@ from factory.models.engine import (
     GenerationParams,
     load_engine,
 )
+from factory.models.images import decode_image
 from factory.models.loading import resolve_dtype
-from factory.models.tiny import build_tiny_llava
-from factory.models.transformers_engine import TransformersEngine, decode_image
+from factory.models.tiny import build_tiny_llama, build_tiny_llava
+from factory.models.transformers_engine import TransformersEngine
 from factory.models.weights import weights_revision
 
 GREEDY = GenerationParams(max_new_tokens=8)
@@ -115,14 +117,88 @@ def test_trust_remote_code_stays_false_by_default(tiny_dir, monkeypatch):
 
         return SimpleNamespace(from_pretrained=from_pretrained)
 
-    # the processor loads in the shared loader, the model class is the engine's choice
+    # config and processor load in the shared loader, the model class is the engine's choice
     for module, name in (
+        (loading, "AutoConfig"),
         (loading, "AutoProcessor"),
         (transformers_engine, "AutoModelForImageTextToText"),
     ):
         monkeypatch.setattr(module, name, recording(getattr(module, name)))
     TransformersEngine(EngineConfig(model=tiny_dir))
-    assert seen == [False, False]
+    assert seen == [False, False, False]
+    seen.clear()
+    TransformersEngine(EngineConfig(model=tiny_dir, trust_remote_code=True))
+    assert seen == [True, True, True]
+
+
+def test_adapters_are_refused_with_a_clear_error(tiny_dir):
+    engine = TransformersEngine(EngineConfig(model=tiny_dir, adapters={"style": "/a/style"}))
+    with pytest.raises(ValueError, match="does not apply LoRA adapters"):
+        engine.generate([ChatRequest("Hi.", adapter="style")], GREEDY)
+    with pytest.raises(ValueError, match="unknown adapter 'other'"):
+        engine.generate([ChatRequest("Hi.", adapter="other")], GREEDY)
+    assert engine.generate([ChatRequest("Hi.")], GREEDY)  # base requests still work
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory) -> str:
+    return build_tiny_llama(str(tmp_path_factory.mktemp("tiny") / "llama"))
+
+
+@pytest.fixture(scope="module")
+def text_engine(llama_dir) -> TransformersEngine:
+    return TransformersEngine(EngineConfig(model=llama_dir))
+
+
+def test_text_only_llm_loads_as_a_causal_lm(text_engine, llama_dir):
+    assert text_engine.accepts_images is False
+    assert type(text_engine.model).__name__ == "LlamaForCausalLM"
+    assert text_engine.info == EngineInfo(
+        engine="transformers", model=llama_dir, revision=weights_revision(llama_dir)
+    )
+
+
+def test_text_only_llm_generates_in_request_order(text_engine):
+    requests = [
+        ChatRequest("Describe the painting."),
+        ChatRequest("Name a colour.", system="Be plain."),
+        ChatRequest("Who made this vase?"),
+    ]
+    one_by_one = [text_engine.generate([request], GREEDY)[0] for request in requests]
+    assert all(one_by_one)
+    assert len(set(one_by_one)) > 1
+    assert text_engine.generate(requests, GREEDY) == one_by_one
+    assert text_engine.generate(requests, GREEDY) == one_by_one  # greedy is deterministic
+
+
+def test_text_only_llm_uses_its_chat_template_with_the_system_message(text_engine):
+    captured: list[str] = []
+    real_generate = text_engine.model.generate
+
+    def recording_generate(**kwargs):
+        captured.extend(text_engine.tokenizer.batch_decode(kwargs["input_ids"]))
+        return real_generate(**kwargs)
+
+    text_engine.model.generate = recording_generate
+    try:
+        text_engine.generate([ChatRequest("What?", system="Be plain.")], GREEDY)
+    finally:
+        del text_engine.model.generate
+    assert captured == ["<s>SYSTEM: Be plain.\nUSER: What?\nASSISTANT:"]
+
+
+def test_an_image_sent_to_a_text_only_llm_fails_clearly(text_engine):
+    request = ChatRequest("Describe.", _encoded((20, 20)))
+    with pytest.raises(ValueError, match="text-only LLM and cannot take images"):
+        text_engine.generate([ChatRequest("Hi."), request], GREEDY)
+
+
+def test_a_model_without_chat_template_is_refused(llama_dir, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(llama_dir, bare)
+    (bare / "chat_template.jinja").unlink()
+    with pytest.raises(ValueError, match="ships no chat template"):
+        TransformersEngine(EngineConfig(model=str(bare)))
 
 
 def test_load_engine_dispatches_on_kind(tiny_dir):
