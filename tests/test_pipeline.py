@@ -16,18 +16,56 @@ from factory.stages.validate import ValidateStage
 
 def test_default_plan_is_wired_and_fits_two_cpus():
     steps = stage_steps(load_config(), resume_from=None)
-    names = [step.fn.COLUMNS.stage for step in steps]
-    assert names == ["read", "validate", "fingerprint", "dedup", "ocr", "knowledge", "caption"]
+    names = [step.columns.stage for step in steps]
+    expected = ["read", "validate", "fingerprint", "dedup", "ocr", "knowledge", "caption"]
+    assert names == [*expected, "health"]
     check_wiring(steps)
     check_fits(steps, cpus=2, gpus=0)
-    assert set(skipped_stages(load_config())) == {"clip", "detect"}
+    loop = {"qa", "expand", "decompose", "critic", "rewrite"}
+    assert set(skipped_stages(load_config())) == {"clip", "detect"} | loop
+
+
+def test_ultra_preset_runs_the_whole_loop_in_order_and_fits_two_cpus():
+    steps = stage_steps(load_config("jobs/configs/caption_ultra.yaml"), resume_from=None)
+    names = [step.columns.stage for step in steps]
+    loop = ["caption", "qa", "expand", "decompose", "critic", "rewrite", "health"]
+    assert names[-len(loop) :] == loop
+    check_fits(steps, cpus=2, gpus=0)
+    health = steps[-1]
+    assert health.kwargs["text_columns"] == (
+        "caption_detailed",
+        "caption_objective",
+        "caption_formal_analysis",
+        "expanded_caption",
+        "final_caption",
+    )
+
+
+def test_loop_stages_without_their_inputs_are_refused_before_any_work():
+    with pytest.raises(MissingColumnsError, match="'critic' needs \\['facts', 'draft_caption'\\]"):
+        stage_steps(load_config(None, ["critic={}"]), resume_from=None)
+    with pytest.raises(MissingColumnsError, match="caption_objective"):
+        stage_steps(load_config(None, ["decompose={style: objective}"]), resume_from=None)
+    with pytest.raises(ValueError, match="must name the same caption style"):
+        load_config(None, ["expand={style: objective}", "decompose={style: detailed}"])
+
+
+def test_gpu_preset_shares_engines_through_yaml_anchors():
+    config = load_config("jobs/configs/caption_ultra_gpu.yaml")
+    assert config.critic.step.engine == config.caption.engine
+    assert config.critic.step.engine.kind == "vllm"
+    assert config.rewrite.step.engine.model != config.caption.engine.model
+    assert config.expand.resources.num_gpus == 1
 
 
 def test_configured_experts_join_the_plan_in_order():
     config = load_config(None, ["clip.model=/m/clip", "detect.model=/m/owl", "knowledge=null"])
-    names = [step.fn.COLUMNS.stage for step in stage_steps(config, resume_from=None)]
-    assert names == ["read", "validate", "fingerprint", "clip", "dedup", "ocr", "detect", "caption"]
-    assert skipped_stages(config) == {"knowledge": "switched off (knowledge: null)"}
+    names = [step.columns.stage for step in stage_steps(config, resume_from=None)]
+    expected = ["read", "validate", "fingerprint", "clip", "dedup", "ocr", "detect", "caption"]
+    assert names == [*expected, "health"]
+    skipped = skipped_stages(config)
+    assert skipped["knowledge"] == "switched off (knowledge: null)"
+    assert "clip" not in skipped and "detect" not in skipped
 
 
 def test_detect_needs_tags_or_its_own_queries():
@@ -45,9 +83,15 @@ def test_a_stage_before_its_inputs_is_refused_at_build_time():
 
 
 def test_actor_reservations_that_starve_tasks_are_refused():
-    big = StageStep(ValidateStage, {}, Resources(compute="actors", concurrency=2, num_cpus=1))
+    big = StageStep(
+        ValidateStage,
+        {},
+        Resources(compute="actors", concurrency=2, num_cpus=1),
+        ValidateStage.COLUMNS,
+    )
     with pytest.raises(ResourceError, match="need 2.25 CPUs"):
         check_fits([big], cpus=2, gpus=0)
-    gpu = StageStep(CaptionStage, {}, Resources(compute="actors", num_gpus=1))
+    caption = CaptionStage.columns_for(load_config().caption)
+    gpu = StageStep(CaptionStage, {}, Resources(compute="actors", num_gpus=1), caption)
     with pytest.raises(ResourceError, match="GPUs"):
         check_fits([gpu], cpus=8, gpus=0)
