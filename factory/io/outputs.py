@@ -118,8 +118,8 @@ class ShardWriter:
         uris.write_bytes_atomically(uris.join(self.output, folder, name), buffer.getvalue())
 
 
-def read_output(output: str, folder: str, columns: list[str] | None = None) -> pa.Table | None:
-    """All committed shards of one output folder, or None when there are none."""
+def shard_paths(output: str, folder: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The committed shards (part-*.parquet; temp files excluded) of one output folder."""
     filesystem, root = uris.filesystem(uris.join(output, folder))
     selector = pafs.FileSelector(root, recursive=False, allow_not_found=True)
     shards = sorted(
@@ -129,6 +129,12 @@ def read_output(output: str, folder: str, columns: list[str] | None = None) -> p
         and info.base_name.startswith("part-")
         and info.base_name.endswith(".parquet")
     )
+    return filesystem, shards
+
+
+def read_output(output: str, folder: str, columns: list[str] | None = None) -> pa.Table | None:
+    """All committed shards of one output folder, or None when there are none."""
+    filesystem, shards = shard_paths(output, folder)
     if not shards:
         return None
     tables = [pq.read_table(path, filesystem=filesystem, columns=columns) for path in shards]

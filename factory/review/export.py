@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from factory import records
 from factory.io import uris
+from factory.io.outputs import shard_paths
 from factory.review import DEFAULT_COUNT
 from factory.review.errors import FolderNotEmpty, NothingToReview, ReviewError
 from factory.review.items import REVIEW_FILES, FactCheck, HealthFlag, ReviewFormat, ReviewItem
@@ -154,20 +155,11 @@ def _remove_export(to: str) -> None:
 def _captions_dataset(run: str) -> ds.Dataset:
     """The run's caption shards as one dataset, tolerant of shards from differing configs.
 
-    Shards are found by the rule `factory.io.outputs.read_output` uses (committed
-    part-*.parquet files); read_output itself reads whole tables, and these rows carry
-    image bytes and embeddings that a review never needs.
+    Shards are the committed ones `read_output` also reads; read_output itself reads whole
+    tables, and these rows carry image bytes and embeddings that a review never needs.
     """
     folder = uris.join(run, records.OUTPUT_DIRS[records.OK])
-    filesystem, root = uris.filesystem(folder)
-    selector = pafs.FileSelector(root, allow_not_found=True)
-    shards = sorted(
-        info.path
-        for info in filesystem.get_file_info(selector)
-        if info.type == pafs.FileType.File
-        and info.base_name.startswith("part-")
-        and info.base_name.endswith(".parquet")
-    )
+    filesystem, shards = shard_paths(run, records.OUTPUT_DIRS[records.OK])
     if not shards:
         raise NothingToReview(f"no caption shards in {folder}: is {run} a caption run's --output?")
     schema = pa.unify_schemas([pq.read_schema(path, filesystem=filesystem) for path in shards])

@@ -14,12 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
 from factory.prompts import load_prompt
+from factory.stages.base import Resources
 
 if TYPE_CHECKING:
     from factory.models.engine import Engine
 
 VLM = "builtin://tiny-llava"
 TEXT_LLM = "builtin://tiny-llama"
+
+# The loop's model stages by default: one actor each, a quarter CPU so the whole loop fits
+# a small machine beside the other stages; GPU presets set num_gpus and wider pools.
+LOOP_ACTOR = Resources(compute="actors", concurrency=1, batch_size=8, num_cpus=0.25)
 
 
 class ChatStep(BaseModel):

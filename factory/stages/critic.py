@@ -14,7 +14,7 @@ from pydantic import Field
 
 from factory import records
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
-from factory.stages.chat import VLM, ChatStep, PromptedEngine, chat_step
+from factory.stages.chat import LOOP_ACTOR, VLM, ChatStep, PromptedEngine, chat_step
 from factory.text.parse import ParseError, parse_verdict
 
 CONSISTENT = "consistent"
@@ -36,11 +36,7 @@ class CriticConfig(StageConfig):
         default_factory=lambda: chat_step(VLM, "critic", max_new_tokens=96),
         description="the VLM that judges each fact against the image",
     )
-    resources: Resources = Field(
-        default_factory=lambda: Resources(
-            compute="actors", concurrency=1, batch_size=8, num_cpus=0.25
-        )
-    )
+    resources: Resources = Field(default_factory=LOOP_ACTOR.model_copy)
 
 
 class CriticStage:

@@ -13,7 +13,7 @@ from pydantic import Field
 from factory import records
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
 from factory.stages.caption import caption_column, lineage_column
-from factory.stages.chat import TEXT_LLM, ChatStep, PromptedEngine, chat_step
+from factory.stages.chat import LOOP_ACTOR, TEXT_LLM, ChatStep, PromptedEngine, chat_step
 from factory.text.parse import ParseError, parse_facts
 
 EXPANDED = "expanded_caption"
@@ -26,11 +26,7 @@ class DecomposeConfig(StageConfig):
         description="the (text) LLM that splits the caption into facts",
     )
     max_facts: int = Field(24, ge=1, description="facts kept per caption (each costs a call)")
-    resources: Resources = Field(
-        default_factory=lambda: Resources(
-            compute="actors", concurrency=1, batch_size=8, num_cpus=0.25
-        )
-    )
+    resources: Resources = Field(default_factory=LOOP_ACTOR.model_copy)
 
 
 class DecomposeStage:

@@ -15,19 +15,17 @@ from pydantic import Field
 from factory import records
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
 from factory.stages.caption import caption_column
-from factory.stages.chat import TEXT_LLM, VLM, ChatStep, PromptedEngine, chat_step, numbered
-from factory.text.parse import ParseError, clean_caption, parse_questions
-
-DIMENSIONS = (
-    "scene and setting",
-    "spatial layout",
-    "object properties",
-    "text and symbols",
-    "emotion and atmosphere",
-    "temporal context",
-    "cultural and social background",
-    "visual style",
+from factory.stages.chat import (
+    LOOP_ACTOR,
+    TEXT_LLM,
+    VLM,
+    ChatStep,
+    PromptedEngine,
+    chat_step,
+    numbered,
 )
+from factory.text.labels import QUESTION_DIMENSIONS
+from factory.text.parse import ParseError, clean_caption, parse_questions
 
 QUESTIONS_TYPE = pa.list_(
     pa.struct([pa.field("dimension", pa.string()), pa.field("question", pa.string())])
@@ -45,14 +43,10 @@ class ExpandConfig(StageConfig):
         description="the VLM that answers them into a longer caption",
     )
     dimensions: list[str] = Field(
-        default_factory=lambda: list(DIMENSIONS), description="what the questions cover"
+        default_factory=lambda: list(QUESTION_DIMENSIONS), description="what the questions cover"
     )
     max_questions: int = Field(8, ge=1, description="questions kept per caption")
-    resources: Resources = Field(
-        default_factory=lambda: Resources(
-            compute="actors", concurrency=1, batch_size=8, num_cpus=0.25
-        )
-    )
+    resources: Resources = Field(default_factory=LOOP_ACTOR.model_copy)
 
 
 class ExpandStage:

@@ -14,19 +14,9 @@ from pydantic import Field
 from factory import records
 from factory.prompts.fusion import AUXILIARY_COLUMNS, auxiliary_block
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
-from factory.stages.chat import VLM, ChatStep, PromptedEngine, chat_step
+from factory.stages.chat import LOOP_ACTOR, VLM, ChatStep, PromptedEngine, chat_step
+from factory.text.labels import QA_CATEGORIES
 from factory.text.parse import ParseError, parse_qa
-
-MUSEUM_CATEGORIES = (
-    "subject",
-    "title",
-    "creator",
-    "material",
-    "place",
-    "type",
-    "language",
-    "collection",
-)
 
 QA_TYPE = pa.list_(
     pa.struct(
@@ -45,7 +35,7 @@ class QAConfig(StageConfig):
         description="the VLM that writes the pairs, and its prompt",
     )
     categories: list[str] = Field(
-        default_factory=lambda: list(MUSEUM_CATEGORIES),
+        default_factory=lambda: list(QA_CATEGORIES),
         description="question categories asked about every image",
         min_length=1,
     )
@@ -54,11 +44,7 @@ class QAConfig(StageConfig):
         description="show the experts' outputs in the prompt; off by default so answers "
         "come from the image, and unanswerable questions stay unanswerable",
     )
-    resources: Resources = Field(
-        default_factory=lambda: Resources(
-            compute="actors", concurrency=1, batch_size=8, num_cpus=0.25
-        )
-    )
+    resources: Resources = Field(default_factory=LOOP_ACTOR.model_copy)
 
 
 class QAStage:

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from factory import records
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
-from factory.stages.chat import TEXT_LLM, ChatStep, PromptedEngine, chat_step
+from factory.stages.chat import LOOP_ACTOR, TEXT_LLM, ChatStep, PromptedEngine, chat_step
 from factory.stages.critic import CONSISTENT
 from factory.text.parse import ParseError, clean_caption
 
@@ -21,11 +21,7 @@ class RewriteConfig(StageConfig):
         default_factory=lambda: chat_step(TEXT_LLM, "rewrite", max_new_tokens=200),
         description="the (text) LLM that rewrites the caption from the verdicts",
     )
-    resources: Resources = Field(
-        default_factory=lambda: Resources(
-            compute="actors", concurrency=1, batch_size=8, num_cpus=0.25
-        )
-    )
+    resources: Resources = Field(default_factory=LOOP_ACTOR.model_copy)
 
 
 class RewriteStage:

@@ -78,7 +78,7 @@ def test_whole_loop_fills_every_column_with_parsed_values_and_lineage():
     row = out[0]
     assert row["caption_detailed"] == CAPTION  # preamble and quotes stripped
     dims = [q["dimension"] for q in row["expansion_questions"]]
-    assert dims == ["spatial layout", "visual style", "scene and setting"]
+    assert dims == ["spatial layout", "visual style", "scene/setting"]
     assert row["expanded_caption"].startswith(CAPTION) and "daytime" in row["expanded_caption"]
     assert row["draft_caption"] == row["expanded_caption"] and row["draft_style"] == "detailed"
     assert row["facts"] == list(FACTS)
