@@ -32,6 +32,7 @@ BUILTIN_SCHEME = "builtin://"
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "tiny-llava": ("tiny-llava-v1", "factory.models.tiny:ensure_tiny_llava"),
     "tiny-llama": ("tiny-llama-v1", "factory.models.tiny:ensure_tiny_llama"),
+    "tiny-blip": ("tiny-blip-v1", "factory.models.tiny_blip:ensure_tiny_blip"),
     "tiny-clip": ("tiny-clip-v1", "factory.models.tiny_vision:ensure_tiny_clip"),
     "tiny-owlv2": ("tiny-owlv2-v1", "factory.models.tiny_vision:ensure_tiny_owlv2"),
     "tiny-owlvit": ("tiny-owlvit-v1", "factory.models.tiny_vision:ensure_tiny_owlvit"),
