@@ -1,4 +1,4 @@
-"""`factory caption|demo|config|review`: the command line, one typed function per command."""
+"""`factory caption|demo|config|review|train`: the command line, one typed function per command."""
 
 from __future__ import annotations
 
@@ -40,6 +40,21 @@ def demo(output: str = DEMO_OUTPUT, overrides: list[str] = ()) -> int:
     return caption(samples_dir(), output, None, [*DEMO_OVERRIDES, *overrides])
 
 
+def train(config: str | None, overrides: list[str] = ()) -> int:
+    from factory.train.config import TrainConfig
+    from factory.train.trainer import run_training
+
+    result = run_training(load_config(config, overrides, model=TrainConfig))
+    print(f"training -> {result.output}: best validation loss {result.best_val_loss:.4f}")
+    for epoch in result.epochs:
+        print(
+            f"  epoch {epoch['epoch']}: train loss {epoch['train_loss']:.4f}, "
+            f"val loss {epoch['val_loss']:.4f}, {epoch['samples_per_s']:.1f} samples/s"
+        )
+    print(f"  wall time {result.wall_seconds:.1f}s")
+    return 0
+
+
 def show_config(config: str | None = None, overrides: list[str] = ()) -> int:
     resolved = load_config(config, overrides)
     print(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
@@ -78,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--config", help="YAML config file to resolve")
     add_overrides(show)
     add_review_commands(commands)
+
+    fit = commands.add_parser("train", help="fine-tune a captioner with Ray Train")
+    fit.add_argument("--config", required=True, help="YAML training config (jobs/configs/train_*)")
+    add_overrides(fit)
     return parser
 
 
@@ -90,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             return caption(args.input, args.output, args.config, args.overrides)
         if args.command == "demo":
             return demo(args.output, args.overrides)
+        if args.command == "train":
+            return train(args.config, args.overrides)
         return show_config(args.config, args.overrides)
     except (ValidationError, ValueError, FileNotFoundError) as error:
         print(f"factory {args.command}: {error}", file=sys.stderr)

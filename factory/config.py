@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from factory.io.listing import DEFAULT_EXTENSIONS
 from factory.stages.caption import CaptionConfig
@@ -148,7 +148,10 @@ def load_config(
     model: type[BaseModel] = CaptionRunConfig,
 ) -> Any:
     """Defaults, then the YAML file, then each `key=value`; each layer only changes fields."""
-    tree = model().model_dump(mode="json")
+    try:
+        tree = model().model_dump(mode="json")
+    except ValidationError:  # required fields (a training run's data): they come from the file
+        tree = {}
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text("utf-8"))
         if loaded is not None and not isinstance(loaded, dict):

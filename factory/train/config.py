@@ -1,0 +1,101 @@
+"""The typed config of a fine-tuning run: data, model, method, optimisation, Ray Train.
+
+Light on purpose (no torch): `factory train` validates it on the driver before Ray starts.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from factory.train.data import DataConfig
+from factory.train.losses import PreferenceLossConfig
+from factory.train.methods import MethodConfig
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        "builtin://tiny-llava",
+        description="base weights: local directory, s3://bucket/prefix, or builtin://tiny-llava"
+        " / builtin://tiny-blip (random-weight, offline)",
+    )
+    family: Literal["llava", "blip"] = Field(
+        "llava", description="llava: any LLaVA-style image-text-to-text model; blip: BLIP"
+    )
+    task: Literal["caption", "qa"] = Field("caption", description="what the model learns")
+    max_length: int = Field(256, ge=16, description="tokens per example (prompt + target)")
+    max_image_side: int = Field(448, ge=16, description="images are downscaled to this side")
+    cache_dir: str | None = Field(None, description="cache for s3:// and builtin:// weights")
+
+
+class OptimConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(4, ge=1, description="examples per worker per step")
+    grad_accum: int = Field(1, ge=1, description="steps whose gradients add up per update")
+    lr: float = Field(2e-4, gt=0, description="AdamW learning rate")
+    projector_lr: float | None = Field(
+        None, description="separate learning rate for LLaVA's projector (None: lr)"
+    )
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine")
+    warmup_ratio: float = Field(0.03, ge=0, le=1, description="share of updates spent warming up")
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = Field(0)
+
+
+class ScalingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel)")
+    use_gpu: bool = Field(False, description="one GPU per worker (NCCL); CPU workers use gloo")
+    cpus_per_worker: float = Field(1, gt=0)
+
+
+class CheckpointOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep: int = Field(2, ge=1, description="checkpoints kept, best by validation loss")
+    max_failures: int = Field(1, ge=0, description="worker failures survived (FailureConfig)")
+
+
+class TrainConfig(BaseModel):
+    """`factory train --config jobs/configs/<preset>.yaml [--set key=value ...]`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("train", description="run name: the folder under storage")
+    output: str | None = Field(
+        None, description="where the final model/adapter, config and metrics go (local, s3://)"
+    )
+    storage: str | None = Field(
+        None, description="Ray Train checkpoints (local, s3://); None: <output>/checkpoints"
+    )
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    preference: PreferenceLossConfig = Field(
+        default_factory=PreferenceLossConfig, description="DPO + SFT + BCO (preference data)"
+    )
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    checkpoints: CheckpointOptions = Field(default_factory=CheckpointOptions)
+
+    @model_validator(mode="after")
+    def _task_fits_data(self) -> TrainConfig:
+        if self.data.kind == "qa" and self.model.task != "qa":
+            raise ValueError("qa data trains model.task=qa; set model.task=qa")
+        if (
+            self.data.kind == "preference"
+            and self.model.family == "blip"
+            and self.model.task == "qa"
+        ):
+            raise ValueError(
+                "preference training needs token logits, which BLIP's question-answering "
+                "model does not return: train DPO on captions (model.task=caption)"
+            )
+        return self

@@ -1,0 +1,218 @@
+"""The training loop each Ray Train worker runs: one readable linear function.
+
+Every worker loads the model and the examples, takes its shard of each epoch, and steps
+AdamW with gradient accumulation and a warm-up schedule. After each epoch it measures
+the validation loss and reports it with a checkpoint (written by rank 0): Ray Train keeps
+the best by validation loss and hands the latest back after a worker failure or a
+restart, and the loop resumes from its epoch, optimiser, schedule and reward shift.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import ray.train
+import torch
+from transformers import get_scheduler
+
+from factory.io import uris
+from factory.models.images import decode_image
+from factory.train.collate import collate_preference, collate_sft
+from factory.train.config import TrainConfig
+from factory.train.data import epoch_examples, load_examples
+from factory.train.losses import RewardShift, preference_loss, sequence_logps
+from factory.train.methods import load_for_training, parameter_groups
+
+STATE_FILE = "trainer_state.pt"
+MODEL_DIR = "model"
+
+
+def train_loop(config_json: dict[str, Any]) -> None:
+    config = TrainConfig.model_validate(config_json)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(config.optim.seed)
+    device = ray.train.torch.get_device()
+
+    trainable = load_for_training(
+        config.model.model,
+        config.model.family,
+        config.model.task,
+        config.method,
+        cache_dir=config.model.cache_dir,
+        # the DPO reference; plain SFT of a full model would only pay for a frozen copy
+        with_reference=config.data.kind == "preference",
+    )
+    model = trainable.model.to(device)
+    split = load_examples(config.data)
+    optim = config.optim
+    updates_per_epoch = math.ceil(
+        len(epoch_examples(split.train, config.data, 0))
+        / (optim.batch_size * world * optim.grad_accum)
+    )
+    total_updates = max(1, updates_per_epoch * optim.epochs)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, optim.lr, optim.projector_lr),
+        lr=optim.lr,
+        weight_decay=optim.weight_decay,
+    )
+    scheduler = get_scheduler(
+        optim.schedule,
+        optimizer,
+        num_warmup_steps=int(optim.warmup_ratio * total_updates),
+        num_training_steps=total_updates,
+    )
+    shift = RewardShift(config.preference.delta_momentum)
+    start_epoch, history = _resume(model, optimizer, scheduler, shift)
+    if world > 1:
+        model = ray.train.torch.prepare_model(model, move_to_device=False)
+
+    for epoch in range(start_epoch, optim.epochs):
+        model.train()
+        started, seen, losses = time.perf_counter(), 0, []
+        mine = epoch_examples(split.train, config.data, epoch)[rank::world]
+        for step, chunk in enumerate(_chunks(mine, optim.batch_size)):
+            loss, logs = _loss(model, trainable, config, chunk, shift, device)
+            (loss / optim.grad_accum).backward()
+            if (step + 1) % optim.grad_accum == 0 or (step + 1) * optim.batch_size >= len(mine):
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in model.parameters() if p.requires_grad], optim.max_grad_norm
+                )
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            seen += len(chunk)
+            losses.append(float(loss))
+        seconds = time.perf_counter() - started
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": sum(losses) / max(1, len(losses)),
+            "val_loss": _validation_loss(model, trainable, config, split.validation, shift, device),
+            "samples_per_s": seen * world / seconds if seconds else 0.0,
+            "lr": scheduler.get_last_lr()[0],
+            "trainable_parameters": trainable.trainable_parameters,
+            "total_parameters": trainable.total_parameters,
+            **_peak_memory(device),
+            **logs,
+        }
+        history.append(metrics)
+        _report(history, model, trainable, optimizer, scheduler, shift, rank)
+
+
+def _peak_memory(device) -> dict[str, float]:
+    peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        peak["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return peak
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _image(uri: str, max_side: int):
+    return decode_image(uris.read_bytes(uri), max_side)
+
+
+def _loss(model, trainable, config: TrainConfig, chunk, shift: RewardShift, device, learn=True):
+    side, length = config.model.max_image_side, config.model.max_length
+    if config.data.kind != "preference":
+        rows = [(_image(e.image_uri, side), e.prompt, e.target) for e in chunk]
+        batch = collate_sft(
+            trainable.processor, config.model.family, rows, length, task=config.model.task
+        )
+        return model(**_to(batch, device)).loss, {}
+    rows = [(_image(e.image_uri, side), e.prompt, e.chosen, e.rejected) for e in chunk]
+    chosen, rejected = collate_preference(trainable.processor, config.model.family, rows, length)
+    chosen, rejected = _to(chosen, device), _to(rejected, device)
+    policy_c, tokens_c = _logps(model, chosen)
+    policy_r, _ = _logps(model, rejected)
+    with torch.no_grad(), trainable.reference() as reference:
+        ref_c, _ = _logps(reference, chosen)
+        ref_r, _ = _logps(reference, rejected)
+    result = preference_loss(
+        policy_c, policy_r, ref_c, ref_r, tokens_c, config.preference, shift, update_shift=learn
+    )
+    return result.total, result.metrics()
+
+
+def _logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    # prompt tuning prepends virtual tokens to the policy's positions only: align the ends
+    logits = model(**inputs).logits[:, -labels.shape[1] :]
+    return sequence_logps(logits, labels)
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
+def _validation_loss(model, trainable, config, examples, shift, device) -> float:
+    if not examples:
+        return float("nan")
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for chunk in _chunks(examples, config.optim.batch_size):
+            loss, _ = _loss(model, trainable, config, chunk, shift, device, learn=False)
+            losses.append(float(loss) * len(chunk))
+    model.train()
+    return sum(losses) / len(examples)
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def _report(history, model, trainable, optimizer, scheduler, shift, rank: int) -> None:
+    """Every rank reports the epoch; rank 0 attaches the checkpoint and the whole history."""
+    metrics = history[-1]
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        _unwrap(model).save_pretrained(os.path.join(folder, MODEL_DIR))
+        trainable.processor.save_pretrained(os.path.join(folder, MODEL_DIR))
+        torch.save(
+            {
+                "epoch": metrics["epoch"],
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "shift": shift.state_dict(),
+                "history": json.dumps(history),
+                "trainable": _trainable_state(model),
+            },
+            os.path.join(folder, STATE_FILE),
+        )
+        with open(os.path.join(folder, "metrics.json"), "w") as handle:
+            json.dump({**metrics, "history": history}, handle)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    """Only what training changes: small for adapters, and all a resume needs."""
+    inner = _unwrap(model)
+    names = {name for name, p in inner.named_parameters() if p.requires_grad}
+    return {k: v for k, v in inner.state_dict().items() if k in names}
+
+
+def _resume(model, optimizer, scheduler, shift: RewardShift) -> tuple[int, list[dict]]:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0, []
+    with checkpoint.as_directory() as folder:
+        state = torch.load(os.path.join(folder, STATE_FILE), weights_only=True)
+    model.load_state_dict(state["trainable"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    shift.load_state_dict(state["shift"])
+    return int(state["epoch"]), json.loads(state["history"])
