@@ -5,10 +5,12 @@ Light on purpose (no torch): `factory train` validates it on the driver before R
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from factory.io import uris
 from factory.train.data import DataConfig
 from factory.train.losses import PreferenceLossConfig
 from factory.train.methods import MethodConfig
@@ -84,6 +86,19 @@ class TrainConfig(BaseModel):
     )
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     checkpoints: CheckpointOptions = Field(default_factory=CheckpointOptions)
+    drill_crash_after_epoch: int | None = Field(
+        None,
+        ge=1,
+        description="failure drill: the rank-0 worker process dies once, right after this "
+        "epoch's checkpoint, so the run must resume from it (FailureConfig); leave null",
+    )
+
+    def checkpoint_storage(self) -> str:
+        """Where Ray Train keeps this run's checkpoints (absolute when local)."""
+        storage = self.storage or uris.join(self.output or ".", "checkpoints")
+        if uris.is_local(storage):
+            storage = os.path.abspath(os.path.expanduser(storage))
+        return storage
 
     @model_validator(mode="after")
     def _task_fits_data(self) -> TrainConfig:

@@ -104,6 +104,8 @@ def train_loop(config_json: dict[str, Any]) -> None:
         }
         history.append(metrics)
         _report(history, model, trainable, optimizer, scheduler, shift, rank)
+        if rank == 0 and config.drill_crash_after_epoch == epoch + 1:
+            _crash_once(config)
 
 
 def _peak_memory(device) -> dict[str, float]:
@@ -167,6 +169,17 @@ def _validation_loss(model, trainable, config, examples, shift, device) -> float
             losses.append(float(loss) * len(chunk))
     model.train()
     return sum(losses) / len(examples)
+
+
+def _crash_once(config: TrainConfig) -> None:
+    """The failure drill: die like a lost node would, once per run (a marker remembers)."""
+    marker = uris.join(config.checkpoint_storage(), config.name, "drill-crashed")
+    if uris.size_of(marker) is not None:
+        return
+    uris.write_bytes_atomically(
+        marker, b"crashed after epoch %d\n" % config.drill_crash_after_epoch
+    )
+    os._exit(17)
 
 
 def _unwrap(model):

@@ -35,9 +35,7 @@ def build_trainer(config: TrainConfig):
 
     from factory.train.loop import train_loop
 
-    storage = config.storage or uris.join(config.output, "checkpoints")
-    if uris.is_local(storage):
-        storage = os.path.abspath(os.path.expanduser(storage))
+    storage = config.checkpoint_storage()
     scaling = config.scaling
     return TorchTrainer(
         train_loop,
