@@ -34,3 +34,5 @@ bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/pipeline_throughput.py
 	$(PY) benchmarks/pipeline_memory.py
 	$(PY) -m benchmarks.ocr_throughput
+	$(PY) -m benchmarks.caption_throughput
+	$(PY) -m benchmarks.train_throughput

@@ -36,7 +36,6 @@ Target: Ray / plain >= 0.9. Exits 0 whatever the verdict.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -44,10 +43,10 @@ import statistics
 import tempfile
 import time
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, ImageDraw
+
+from benchmarks.caption_throughput import picture
 
 TARGET = 0.9
 MODEL = "builtin://tiny-llava"
@@ -64,21 +63,6 @@ SENTENCES = [
 
 
 # ---------------------------------------------------------------- data
-
-
-def picture(seed: int, side: int = 448) -> bytes:
-    rng = np.random.default_rng(seed)
-    image = Image.new("RGB", (side, side * 3 // 4), tuple(int(v) for v in rng.integers(0, 256, 3)))
-    draw = ImageDraw.Draw(image)
-    for _ in range(6):
-        x, y = (int(v) for v in rng.integers(0, side, 2))
-        size = int(rng.integers(20, side // 3))
-        draw.ellipse(
-            (x, y, x + size, y + size), fill=tuple(int(v) for v in rng.integers(0, 256, 3))
-        )
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def caption_run(folder: str, examples: int) -> str:
