@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from factory.io import uris
 from factory.train.data import DataConfig
+from factory.train.deepspeed_config import DeepSpeedConfig
 from factory.train.losses import PreferenceLossConfig
 from factory.train.methods import MethodConfig
 
@@ -86,6 +87,11 @@ class TrainConfig(BaseModel):
     )
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     checkpoints: CheckpointOptions = Field(default_factory=CheckpointOptions)
+    deepspeed: DeepSpeedConfig | None = Field(
+        None,
+        description="DeepSpeed ZeRO (stage 0-3, optional CPU offload) on every worker; "
+        "null: plain PyTorch DDP",
+    )
     drill_crash_after_epoch: int | None = Field(
         None,
         ge=1,

@@ -5,6 +5,10 @@ AdamW with gradient accumulation and a warm-up schedule. After each epoch it mea
 the validation loss and reports it with a checkpoint (written by rank 0): Ray Train keeps
 the best by validation loss and hands the latest back after a worker failure or a
 restart, and the loop resumes from its epoch, optimiser, schedule and reward shift.
+
+With `config.deepspeed` set, a DeepSpeed ZeRO engine wraps the model instead of DDP and
+steps the same optimiser and schedule (factory.train.distributed holds the specifics);
+checkpoints keep the same layout, and a resume restarts the optimiser's moments.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from factory.models.images import decode_image
 from factory.train.collate import collate_preference, collate_sft
 from factory.train.config import TrainConfig
 from factory.train.data import epoch_examples, load_examples
+from factory.train.distributed import adamw_class, backward_and_step, even_shard, full_weights
+from factory.train.distributed import initialize as deepspeed_initialize
 from factory.train.losses import RewardShift, preference_loss, sequence_logps
 from factory.train.methods import load_for_training, parameter_groups
 
@@ -58,7 +64,7 @@ def train_loop(config_json: dict[str, Any]) -> None:
         / (optim.batch_size * world * optim.grad_accum)
     )
     total_updates = max(1, updates_per_epoch * optim.epochs)
-    optimizer = torch.optim.AdamW(
+    optimizer = adamw_class(config.deepspeed)(
         parameter_groups(model, optim.lr, optim.projector_lr),
         lr=optim.lr,
         weight_decay=optim.weight_decay,
@@ -70,24 +76,38 @@ def train_loop(config_json: dict[str, Any]) -> None:
         num_training_steps=total_updates,
     )
     shift = RewardShift(config.preference.delta_momentum)
-    start_epoch, history = _resume(model, optimizer, scheduler, shift)
-    if world > 1:
+    # DeepSpeed repartitions the optimiser's state, so a resume restarts its moments: only
+    # weights, schedule and shift come back, loaded before the engine shards them.
+    engine = None
+    start_epoch, history = _resume(
+        model, optimizer if config.deepspeed is None else None, scheduler, shift
+    )
+    if config.deepspeed is not None:
+        model = engine = deepspeed_initialize(model, optimizer, scheduler, config, world, device)
+    elif world > 1:
         model = ray.train.torch.prepare_model(model, move_to_device=False)
 
     for epoch in range(start_epoch, optim.epochs):
         model.train()
         started, seen, losses = time.perf_counter(), 0, []
-        mine = epoch_examples(split.train, config.data, epoch)[rank::world]
+        examples = epoch_examples(split.train, config.data, epoch)
+        # under DeepSpeed every rank must run as many steps (its collectives wait for all)
+        mine = examples[rank::world] if engine is None else even_shard(examples, rank, world)
         for step, chunk in enumerate(_chunks(mine, optim.batch_size)):
+            last = (step + 1) * optim.batch_size >= len(mine)
+            update = (step + 1) % optim.grad_accum == 0 or last
             loss, logs = _loss(model, trainable, config, chunk, shift, device)
-            (loss / optim.grad_accum).backward()
-            if (step + 1) % optim.grad_accum == 0 or (step + 1) * optim.batch_size >= len(mine):
-                torch.nn.utils.clip_grad_norm_(
-                    [p for p in model.parameters() if p.requires_grad], optim.max_grad_norm
-                )
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+            if engine is not None:
+                backward_and_step(engine, loss, update)  # accumulates, clips, steps, schedules
+            else:
+                (loss / optim.grad_accum).backward()
+                if update:
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for p in model.parameters() if p.requires_grad], optim.max_grad_norm
+                    )
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
             seen += len(chunk)
             losses.append(float(loss))
         seconds = time.perf_counter() - started
@@ -103,7 +123,8 @@ def train_loop(config_json: dict[str, Any]) -> None:
             **logs,
         }
         history.append(metrics)
-        _report(history, model, trainable, optimizer, scheduler, shift, rank)
+        with full_weights(engine, trainable):  # every rank gathers under ZeRO-3
+            _report(history, model, trainable, optimizer, scheduler, shift, rank, engine)
         if rank == 0 and config.drill_crash_after_epoch == epoch + 1:
             _crash_once(config)
 
@@ -186,7 +207,7 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def _report(history, model, trainable, optimizer, scheduler, shift, rank: int) -> None:
+def _report(history, model, trainable, optimizer, scheduler, shift, rank: int, engine) -> None:
     """Every rank reports the epoch; rank 0 attaches the checkpoint and the whole history."""
     metrics = history[-1]
     if rank != 0:
@@ -198,7 +219,8 @@ def _report(history, model, trainable, optimizer, scheduler, shift, rank: int) -
         torch.save(
             {
                 "epoch": metrics["epoch"],
-                "optimizer": optimizer.state_dict(),
+                # DeepSpeed's shards are per rank: not kept (a resume restarts the moments)
+                "optimizer": optimizer.state_dict() if engine is None else None,
                 "scheduler": scheduler.state_dict(),
                 "shift": shift.state_dict(),
                 "history": json.dumps(history),
@@ -225,7 +247,8 @@ def _resume(model, optimizer, scheduler, shift: RewardShift) -> tuple[int, list[
     with checkpoint.as_directory() as folder:
         state = torch.load(os.path.join(folder, STATE_FILE), weights_only=True)
     model.load_state_dict(state["trainable"], strict=False)
-    optimizer.load_state_dict(state["optimizer"])
+    if optimizer is not None and state["optimizer"] is not None:
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     shift.load_state_dict(state["shift"])
     return int(state["epoch"]), json.loads(state["history"])
