@@ -253,7 +253,8 @@ def _shift_on_worker(rank: int, init_file: str, results: dict) -> None:
 
 
 def test_shift_is_shared_by_data_parallel_workers(tmp_path):
-    manager = torch.multiprocessing.Manager()
+    # a forked manager inside a process running Ray breaks later Ray calls: spawn it
+    manager = torch.multiprocessing.get_context("spawn").Manager()
     results = manager.dict()
     torch.multiprocessing.spawn(
         _shift_on_worker, args=(str(tmp_path / "init"), results), nprocs=2, join=True
