@@ -184,6 +184,7 @@ def build_once(path: str, build: Callable[[str], str]) -> str:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
     try:
         build(str(staging))
+        _check_complete(staging)
         staging.chmod(0o755)  # mkdtemp makes it private; the model dir is for every local user
         try:
             staging.rename(target)
@@ -194,6 +195,18 @@ def build_once(path: str, build: Callable[[str], str]) -> str:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return str(target)
+
+
+def _check_complete(staging: Path) -> None:
+    # transformers 5 writes a model's config and weights only on global rank 0 of a torch
+    # process group: a builder running on another rank leaves the processor alone, which
+    # must never be renamed into the shared cache.
+    if not any(staging.glob("*.safetensors")):
+        raise RuntimeError(
+            f"building {staging.name} wrote no *.safetensors weights; inside a torch process "
+            "group only global rank 0 can build a model (resolve builtin:// weights on rank 0 "
+            "first, as factory.train does)"
+        )
 
 
 def _ensure_builtin(uri: str, cache_root: Path) -> str:

@@ -32,6 +32,13 @@ class ModelConfig(BaseModel):
     max_length: int = Field(256, ge=16, description="tokens per example (prompt + target)")
     max_image_side: int = Field(448, ge=16, description="images are downscaled to this side")
     cache_dir: str | None = Field(None, description="cache for s3:// and builtin:// weights")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="the base weights' dtype while training. auto: bfloat16 on a GPU for "
+        "adapter and prompt methods (their own weights stay float32), float32 otherwise: on "
+        "the CPU, for full fine-tuning (AdamW on bfloat16 weights drops small updates) and "
+        "under DeepSpeed, whose own bf16 flag keeps float32 master weights; QLoRA computes in it",
+    )
 
 
 class OptimConfig(BaseModel):
@@ -105,6 +112,16 @@ class TrainConfig(BaseModel):
         if uris.is_local(storage):
             storage = os.path.abspath(os.path.expanduser(storage))
         return storage
+
+    def load_dtype(self, device_type: str) -> str:
+        """model.dtype with auto resolved for a worker's device type ("cpu", "cuda")."""
+        if self.model.dtype != "auto":
+            return self.model.dtype
+        if self.deepspeed is not None:
+            return "bfloat16" if self.deepspeed.bf16 else "float32"
+        if device_type == "cpu" or self.method.method == "full":
+            return "float32"
+        return "bfloat16"
 
     @model_validator(mode="after")
     def _task_fits_data(self) -> TrainConfig:

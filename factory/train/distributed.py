@@ -65,6 +65,34 @@ def backward_and_step(engine, loss: torch.Tensor, update: bool) -> None:
     engine.step()
 
 
+def resolve_weights_leader_first(uri: str, cache_dir: str | None, local_rank: int, device) -> None:
+    """Fetch or build the base weights into the node's cache on local rank 0 while the other
+    ranks wait. transformers 5 writes weights only on global rank 0 of a process group, so
+    a builtin model built on any other rank would lack them; and one download per node is
+    all the cache needs anyway."""
+    import torch.distributed as dist
+
+    from factory.models.weights import resolve_model_path
+
+    if local_rank == 0:
+        resolve_model_path(uri, cache_dir)
+    if dist.is_initialized():
+        # NCCL's barrier runs on a device; name it rather than let NCCL guess one
+        dist.barrier(device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def sum_over_workers(values: list[float], device) -> list[float]:
+    """Element-wise sums of every worker's `values` (the values themselves with one worker)."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
 def even_shard(items: Sequence[T], rank: int, world: int) -> Sequence[T]:
     """Rank `rank`'s share, with as many items on every rank: ZeRO's collectives in
     forward/backward hang if one rank runs a step fewer. Like torch's DistributedSampler,

@@ -31,8 +31,16 @@ from factory.models.images import decode_image
 from factory.train.collate import collate_preference, collate_sft
 from factory.train.config import TrainConfig
 from factory.train.data import epoch_examples, load_examples
-from factory.train.distributed import adamw_class, backward_and_step, even_shard, full_weights
+from factory.train.distributed import (
+    adamw_class,
+    backward_and_step,
+    even_shard,
+    full_weights,
+    resolve_weights_leader_first,
+    sum_over_workers,
+)
 from factory.train.distributed import initialize as deepspeed_initialize
+from factory.train.energy import GpuEnergyMeter
 from factory.train.losses import RewardShift, preference_loss, sequence_logps
 from factory.train.methods import load_for_training, parameter_groups
 
@@ -47,16 +55,22 @@ def train_loop(config_json: dict[str, Any]) -> None:
     torch.manual_seed(config.optim.seed)
     device = ray.train.torch.get_device()
 
+    resolve_weights_leader_first(
+        config.model.model, config.model.cache_dir, context.get_local_rank(), device
+    )
     trainable = load_for_training(
         config.model.model,
         config.model.family,
         config.model.task,
         config.method,
+        dtype=config.load_dtype(device.type),
+        device=str(device),
         cache_dir=config.model.cache_dir,
         # the DPO reference; plain SFT of a full model would only pay for a frozen copy
         with_reference=config.data.kind == "preference",
     )
     model = trainable.model.to(device)
+    energy = GpuEnergyMeter(device)
     split = load_examples(config.data)
     optim = config.optim
     updates_per_epoch = math.ceil(
@@ -90,9 +104,10 @@ def train_loop(config_json: dict[str, Any]) -> None:
     for epoch in range(start_epoch, optim.epochs):
         model.train()
         started, seen, losses = time.perf_counter(), 0, []
+        joules_at_start = energy.joules() if energy.available else 0.0
         examples = epoch_examples(split.train, config.data, epoch)
-        # under DeepSpeed every rank must run as many steps (its collectives wait for all)
-        mine = examples[rank::world] if engine is None else even_shard(examples, rank, world)
+        # every rank runs as many steps: DDP's and ZeRO's collectives wait for all of them
+        mine = even_shard(examples, rank, world)
         for step, chunk in enumerate(_chunks(mine, optim.batch_size)):
             last = (step + 1) * optim.batch_size >= len(mine)
             update = (step + 1) % optim.grad_accum == 0 or last
@@ -109,8 +124,9 @@ def train_loop(config_json: dict[str, Any]) -> None:
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
             seen += len(chunk)
-            losses.append(float(loss))
+            losses.append(loss.detach().item())
         seconds = time.perf_counter() - started
+        epoch_joules = energy.joules() - joules_at_start if energy.available else 0.0
         metrics = {
             "epoch": epoch + 1,
             "train_loss": sum(losses) / max(1, len(losses)),
@@ -120,6 +136,7 @@ def train_loop(config_json: dict[str, Any]) -> None:
             "trainable_parameters": trainable.trainable_parameters,
             "total_parameters": trainable.total_parameters,
             **_peak_memory(device),
+            **_energy(epoch_joules, energy.available, seconds, device),
             **logs,
         }
         history.append(metrics)
@@ -127,6 +144,14 @@ def train_loop(config_json: dict[str, Any]) -> None:
             _report(history, model, trainable, optimizer, scheduler, shift, rank, engine)
         if rank == 0 and config.drill_crash_after_epoch == epoch + 1:
             _crash_once(config)
+
+
+def _energy(joules: float, measured: bool, seconds: float, device) -> dict[str, float]:
+    """The epoch's GPU energy over every worker; nothing when no worker could measure it."""
+    total, workers_measured = sum_over_workers([joules, float(measured)], device)
+    if not workers_measured:
+        return {}
+    return {"gpu_energy_j": total, "gpu_mean_power_w": total / seconds if seconds else 0.0}
 
 
 def _peak_memory(device) -> dict[str, float]:
@@ -187,7 +212,7 @@ def _validation_loss(model, trainable, config, examples, shift, device) -> float
     with torch.no_grad():
         for chunk in _chunks(examples, config.optim.batch_size):
             loss, _ = _loss(model, trainable, config, chunk, shift, device, learn=False)
-            losses.append(float(loss) * len(chunk))
+            losses.append(loss.item() * len(chunk))
     model.train()
     return sum(losses) / len(examples)
 

@@ -2,8 +2,8 @@
 
 What lands in `output`: `model/` (the adapter in PEFT format, or the full model, plus the
 processor), `config.yaml` (the resolved config) and `metrics.json` (trainable parameters,
-wall time, samples/s, peak memory, the best epoch's validation loss, every epoch's
-metrics).
+wall time, samples/s, peak memory, GPU energy where NVML reports it, the best epoch's
+validation loss, every epoch's metrics).
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         "best_val_loss": best.get("val_loss"),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "epochs": epochs,
+        **_energy_total(epochs),
     }
     with checkpoint.as_directory() as folder:
         _publish(folder, config, summary)
@@ -90,6 +91,11 @@ def _best(result) -> tuple[Any, dict[str, Any]]:
     if scored:
         return min(scored, key=lambda pair: pair[1]["val_loss"])
     return result.checkpoint, dict(result.metrics or {})
+
+
+def _energy_total(epochs: list[dict[str, Any]]) -> dict[str, float]:
+    joules = [e["gpu_energy_j"] for e in epochs if "gpu_energy_j" in e]
+    return {"gpu_energy_wh": sum(joules) / 3600} if joules else {}
 
 
 def _history(latest) -> list[dict[str, Any]]:

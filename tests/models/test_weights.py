@@ -13,7 +13,12 @@ import boto3
 import pytest
 
 from factory.models.tiny import build_tiny_llava
-from factory.models.weights import cache_name, resolve_model_path, weights_revision
+from factory.models.weights import (
+    build_once,
+    cache_name,
+    resolve_model_path,
+    weights_revision,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -181,3 +186,16 @@ def test_revision_of_shards_covers_every_shard(tmp_path):
 def test_revision_needs_safetensors(tmp_path):
     with pytest.raises(FileNotFoundError):
         weights_revision(str(tmp_path))
+
+
+def test_a_build_that_wrote_no_weights_never_enters_the_cache(tmp_path):
+    # what a builder running on a non-zero rank of a process group leaves behind
+    def processor_only(path: str) -> str:
+        Path(path, "tokenizer.json").write_text("{}")
+        return path
+
+    target = tmp_path / "builtin" / "tiny-x"
+    with pytest.raises(RuntimeError, match="only global rank 0 can build"):
+        build_once(str(target), processor_only)
+    assert not target.exists()
+    assert list((tmp_path / "builtin").iterdir()) == []  # no staging dir left either

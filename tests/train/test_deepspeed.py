@@ -8,7 +8,6 @@ import pytest
 from pydantic import ValidationError
 
 from factory.cli import main
-from factory.models.weights import resolve_model_path
 from factory.train.deepspeed_config import DeepSpeedConfig
 from factory.train.distributed import even_shard
 from tests.train.test_trainer import caption_run  # noqa: F401 (a fixture)
@@ -56,10 +55,8 @@ def test_even_shards_repeat_the_first_items():
 
 @pytest.mark.slow
 def test_two_workers_train_the_tiny_model_with_zero2(tmp_path, caption_run, ray_local):  # noqa: F811
-    # Built here, outside any process group: transformers 5 writes a model's weights only on
-    # global rank 0, so a builtin model built inside a rank-1 worker lacks them (and can win
-    # the race into the shared cache)
-    resolve_model_path("builtin://tiny-llava", str(tmp_path / "cache"))
+    # The cache starts empty: both workers need the builtin model, and only local rank 0
+    # may build it (transformers writes weights on global rank 0 alone)
     out = tmp_path / "model"
     args = ["train", "--config", "jobs/configs/train_tiny_cpu.yaml"]
     for value in (
@@ -82,3 +79,4 @@ def test_two_workers_train_the_tiny_model_with_zero2(tmp_path, caption_run, ray_
     assert (out / "model" / "adapter_config.json").exists()
     assert (out / "model" / "adapter_model.safetensors").exists()
     assert "stage: 2" in (out / "config.yaml").read_text()
+    assert list((tmp_path / "cache" / "builtin" / "tiny-llava-v1").glob("*.safetensors"))

@@ -62,6 +62,7 @@ def test_tiny_preset_trains_lora_and_publishes_the_adapter(tmp_path, caption_run
     assert metrics["best_val_loss"] == min(e["val_loss"] for e in epochs)
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
     assert metrics["samples_per_s"] > 0 and metrics["peak_rss_mb"] > 0
+    assert "gpu_energy_wh" not in metrics  # no GPU, no NVML counter: left out, not zero
     assert (out / "model" / "adapter_config.json").exists()
     assert (out / "model" / "adapter_model.safetensors").exists()
     assert "lora" in (out / "config.yaml").read_text()
@@ -90,6 +91,59 @@ def test_a_worker_killed_after_a_checkpoint_resumes_from_it(tmp_path, caption_ru
     assert marker.read_text() == "crashed after epoch 1\n"  # the worker did die
     # resumed at epoch 2 from the epoch-1 checkpoint: no epoch ran twice, none was lost
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+
+
+QUESTIONS = [
+    ("What is in the foreground?", "Workers cutting wheat."),
+    ("What is the main colour?", "Deep blue."),
+    ("Is there any writing?", "Yes, a short poem."),
+    ("What is drawn on the page?", "Constellations."),
+    ("What metal are the coins?", "Cannot tell from the image."),
+    ("What stands on the table?", "A red vase."),
+]
+
+
+@pytest.fixture
+def qa_run(tmp_path) -> str:
+    """A caption run's output with a `qa` column, as the qa stage writes it."""
+    images = sorted(n for n in os.listdir(samples_dir()) if not n.endswith(".tsv"))
+    qa = [[{"category": "subject", "question": q, "answer": a}] for q, a in QUESTIONS]
+    rows = {"uri": [os.path.join(samples_dir(), n) for n in images], "qa": qa[: len(images)]}
+    folder = tmp_path / "qa-run" / "captions"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table(rows), folder / "part-0.parquet")
+    return str(tmp_path / "qa-run")
+
+
+@pytest.mark.slow
+def test_blip_learns_museum_qa_and_the_saved_model_answers(tmp_path, qa_run, ray_local):
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, BlipForQuestionAnswering
+
+    metrics = train(
+        tmp_path,
+        "data.kind=qa",
+        f"data.source={qa_run}",
+        "model.model=builtin://tiny-blip",
+        "model.family=blip",
+        "model.task=qa",
+        "model.max_length=32",
+        "method.method=full",
+        "optim.epochs=3",
+        "optim.lr=0.001",
+    )
+    epochs = metrics["epochs"]
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    assert metrics["trainable_parameters"] < metrics["total_parameters"]  # vision frozen
+    model_dir = tmp_path / "model" / "model"
+    model = BlipForQuestionAnswering.from_pretrained(model_dir).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    image = Image.open(os.path.join(samples_dir(), "hokusai_great_wave.png")).convert("RGB")
+    inputs = processor(images=image, text=QUESTIONS[1][0], return_tensors="pt")
+    with torch.no_grad():
+        answer = model.generate(**inputs, max_new_tokens=8)
+    assert answer.shape[-1] > 1  # it decodes past the start token
 
 
 @pytest.fixture

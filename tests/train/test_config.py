@@ -1,0 +1,28 @@
+"""TrainConfig: the dtype a worker loads the base weights in."""
+
+from __future__ import annotations
+
+import pytest
+
+from factory.train.config import TrainConfig
+
+
+def config(**fields) -> TrainConfig:
+    return TrainConfig.model_validate({"data": {"kind": "caption", "source": "run/"}, **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "device", "dtype"),
+    [
+        ({}, "cpu", "float32"),  # bf16 matmuls are slow on CPUs
+        ({}, "cuda", "bfloat16"),  # a frozen base under a float32 adapter
+        ({"method": {"method": "qlora"}}, "cuda", "bfloat16"),
+        ({"method": {"method": "full"}}, "cuda", "float32"),  # AdamW needs float32 weights
+        ({"deepspeed": {"stage": 2}}, "cuda", "float32"),
+        ({"deepspeed": {"stage": 2, "bf16": True}}, "cuda", "bfloat16"),
+        ({"model": {"dtype": "bfloat16"}}, "cpu", "bfloat16"),  # asked for, given
+        ({"model": {"dtype": "float16"}, "method": {"method": "full"}}, "cuda", "float16"),
+    ],
+)
+def test_auto_dtype_follows_device_method_and_deepspeed(fields, device, dtype):
+    assert config(**fields).load_dtype(device) == dtype
