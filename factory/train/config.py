@@ -15,6 +15,7 @@ from factory.train.data import DataConfig
 from factory.train.deepspeed_config import DeepSpeedConfig
 from factory.train.losses import PreferenceLossConfig
 from factory.train.methods import MethodConfig
+from factory.train.validation import ValidationMetricsConfig
 
 
 class ModelConfig(BaseModel):
@@ -92,12 +93,19 @@ class TrainConfig(BaseModel):
     preference: PreferenceLossConfig = Field(
         default_factory=PreferenceLossConfig, description="DPO + SFT + BCO (preference data)"
     )
+    validation: ValidationMetricsConfig = Field(
+        default_factory=ValidationMetricsConfig,
+        description="caption metrics on generated validation texts, beside the loss",
+    )
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     checkpoints: CheckpointOptions = Field(default_factory=CheckpointOptions)
     deepspeed: DeepSpeedConfig | None = Field(
         None,
         description="DeepSpeed ZeRO (stage 0-3, optional CPU offload) on every worker; "
         "null: plain PyTorch DDP",
+    )
+    log_every_steps: int = Field(
+        10, ge=1, description="rank 0 prints loss and samples/s every this many steps"
     )
     drill_crash_after_epoch: int | None = Field(
         None,

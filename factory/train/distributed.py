@@ -93,6 +93,17 @@ def sum_over_workers(values: list[float], device) -> list[float]:
     return tensor.tolist()
 
 
+def gather_objects(value: T) -> list[T]:
+    """Every worker's `value` (picklable), on every worker, in rank order."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [value]
+    gathered: list[T] = [None] * dist.get_world_size()  # type: ignore[list-item]
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def even_shard(items: Sequence[T], rank: int, world: int) -> Sequence[T]:
     """Rank `rank`'s share, with as many items on every rank: ZeRO's collectives in
     forward/backward hang if one rank runs a step fewer. Like torch's DistributedSampler,

@@ -41,8 +41,10 @@ from factory.train.distributed import (
 )
 from factory.train.distributed import initialize as deepspeed_initialize
 from factory.train.energy import GpuEnergyMeter
+from factory.train.generate import generate_text
 from factory.train.losses import RewardShift, preference_loss, sequence_logps
 from factory.train.methods import load_for_training, parameter_groups
+from factory.train.validation import validation_metrics
 
 STATE_FILE = "trainer_state.pt"
 MODEL_DIR = "model"
@@ -108,6 +110,7 @@ def train_loop(config_json: dict[str, Any]) -> None:
         examples = epoch_examples(split.train, config.data, epoch)
         # every rank runs as many steps: DDP's and ZeRO's collectives wait for all of them
         mine = even_shard(examples, rank, world)
+        steps = math.ceil(len(mine) / optim.batch_size)
         for step, chunk in enumerate(_chunks(mine, optim.batch_size)):
             last = (step + 1) * optim.batch_size >= len(mine)
             update = (step + 1) % optim.grad_accum == 0 or last
@@ -125,12 +128,20 @@ def train_loop(config_json: dict[str, Any]) -> None:
                     optimizer.zero_grad(set_to_none=True)
             seen += len(chunk)
             losses.append(loss.detach().item())
+            if rank == 0 and ((step + 1) % config.log_every_steps == 0 or step + 1 == steps):
+                rate = seen * world / (time.perf_counter() - started)
+                print(
+                    f"[{config.name}] epoch {epoch + 1}/{optim.epochs} step {step + 1}/{steps} "
+                    f"loss {losses[-1]:.4f} {rate:.1f} samples/s",
+                    flush=True,
+                )
         seconds = time.perf_counter() - started
         epoch_joules = energy.joules() - joules_at_start if energy.available else 0.0
         metrics = {
             "epoch": epoch + 1,
             "train_loss": sum(losses) / max(1, len(losses)),
             "val_loss": _validation_loss(model, trainable, config, split.validation, shift, device),
+            **_validation_metrics(model, engine, trainable, config, split.validation, device),
             "samples_per_s": seen * world / seconds if seconds else 0.0,
             "lr": scheduler.get_last_lr()[0],
             "trainable_parameters": trainable.trainable_parameters,
@@ -140,6 +151,12 @@ def train_loop(config_json: dict[str, Any]) -> None:
             **logs,
         }
         history.append(metrics)
+        if rank == 0:
+            print(
+                f"[{config.name}] epoch {epoch + 1} done: train loss {metrics['train_loss']:.4f}"
+                f", val loss {metrics['val_loss']:.4f}, {metrics['samples_per_s']:.1f} samples/s",
+                flush=True,
+            )
         with full_weights(engine, trainable):  # every rank gathers under ZeRO-3
             _report(history, model, trainable, optimizer, scheduler, shift, rank, engine)
         if rank == 0 and config.drill_crash_after_epoch == epoch + 1:
@@ -215,6 +232,33 @@ def _validation_loss(model, trainable, config, examples, shift, device) -> float
             losses.append(loss.item() * len(chunk))
     model.train()
     return sum(losses) / len(examples)
+
+
+def _validation_metrics(model, engine, trainable, config, examples, device) -> dict[str, float]:
+    context = ray.train.get_context()
+    side, options = config.model.max_image_side, config.validation
+    zero3 = engine is not None and engine.zero_optimization_stage() == 3
+
+    def generate(image_uri: str, prompt: str) -> str:
+        return generate_text(
+            _unwrap(model),
+            trainable.processor,
+            config.model.family,
+            config.model.task,
+            _image(image_uri, side),
+            prompt,
+            options.max_new_tokens,
+            device,
+            synced_gpus=zero3,
+        )
+
+    model.eval()
+    try:
+        return validation_metrics(
+            generate, options, examples, context.get_world_rank(), context.get_world_size()
+        )
+    finally:
+        model.train()
 
 
 def _crash_once(config: TrainConfig) -> None:

@@ -75,6 +75,7 @@ def test_two_workers_train_the_tiny_model_with_zero2(tmp_path, caption_run, ray_
     metrics = json.loads((out / "metrics.json").read_text())
     epochs = metrics["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2]
+    assert "val_ROUGE-L" in epochs[-1]  # both ranks generated, rank 0 gathered and scored
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     assert (out / "model" / "adapter_config.json").exists()
     assert (out / "model" / "adapter_model.safetensors").exists()

@@ -60,12 +60,48 @@ def test_tiny_preset_trains_lora_and_publishes_the_adapter(tmp_path, caption_run
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     assert metrics["best_val_loss"] == min(e["val_loss"] for e in epochs)
+    # generated validation captions scored against the held-out references
+    assert all(0 <= e["val_BLEU-4"] <= 1 and e["val_CIDEr-D"] >= 0 for e in epochs)
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
     assert metrics["samples_per_s"] > 0 and metrics["peak_rss_mb"] > 0
     assert "gpu_energy_wh" not in metrics  # no GPU, no NVML counter: left out, not zero
     assert (out / "model" / "adapter_config.json").exists()
     assert (out / "model" / "adapter_model.safetensors").exists()
     assert "lora" in (out / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_data_checkpoints_and_model_on_s3(tmp_path, s3_bucket, ray_local):
+    import boto3
+
+    s3 = boto3.client("s3")
+    images = sorted(n for n in os.listdir(samples_dir()) if not n.endswith(".tsv"))
+    for name in images:
+        s3.upload_file(os.path.join(samples_dir(), name), s3_bucket, f"images/{name}")
+    table = pa.table(
+        {
+            "uri": [f"s3://{s3_bucket}/images/{name}" for name in images],
+            "caption_detailed": CAPTIONS[: len(images)],
+        }
+    )
+    local = tmp_path / "part-0.parquet"
+    pq.write_table(table, local)
+    s3.upload_file(str(local), s3_bucket, "run/captions/part-0.parquet")
+    root = f"s3://{s3_bucket}"
+    args = ["train", "--config", "jobs/configs/train_tiny_cpu.yaml"]
+    for value in (
+        f"data.source={root}/run",
+        f"output={root}/models/tiny",
+        f"storage={root}/checkpoints",
+        f"model.cache_dir={tmp_path / 'cache'}",
+        "optim.epochs=1",
+    ):
+        args += ["--set", value]
+    assert main(args) == 0
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    for published in ("config.yaml", "metrics.json", "model/adapter_model.safetensors"):
+        assert f"models/tiny/{published}" in keys
+    assert any(k.startswith("checkpoints/tiny-cpu/") and k.endswith(".pt") for k in keys)
 
 
 def train(tmp_path, *overrides: str) -> dict:
