@@ -182,6 +182,16 @@ def test_blip_learns_museum_qa_and_the_saved_model_answers(tmp_path, qa_run, ray
     assert answer.shape[-1] > 1  # it decodes past the start token
 
 
+@pytest.mark.slow
+def test_a_rerun_with_the_same_name_and_storage_continues_the_run(tmp_path, caption_run, ray_local):
+    first = train(tmp_path, f"data.source={caption_run}", "optim.epochs=1")
+    assert [e["epoch"] for e in first["epochs"]] == [1]
+    # the whole job restarted (a new `factory train` on the same storage), asking for more
+    again = train(tmp_path, f"data.source={caption_run}", "optim.epochs=2")
+    assert [e["epoch"] for e in again["epochs"]] == [1, 2]
+    assert again["epochs"][0] == first["epochs"][0]  # epoch 1 came from the checkpoint
+
+
 @pytest.fixture
 def review_pairs(tmp_path) -> str:
     """Preference pairs as `factory review import` writes them."""
