@@ -1,4 +1,4 @@
-"""`factory caption|demo|config|review|train`: the command line, one typed function per command."""
+"""`factory caption|demo|config|review|train|serve`: the command line, a typed function each."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from factory.config import CaptionRunConfig, load_config
+from factory.eval.cli import add_eval_command, run_eval
 from factory.review.cli import add_review_commands, run_review
 
 DEMO_OUTPUT = "factory-demo-output"
@@ -55,6 +56,15 @@ def train(config: str | None, overrides: list[str] = ()) -> int:
     return 0
 
 
+def serve(config: str | None, overrides: list[str] = ()) -> int:
+    # imported here: the serving stack (Ray Serve, FastAPI) loads only for this command
+    from factory.serve.app import run_locally
+    from factory.serve.config import ServeConfig
+
+    run_locally(load_config(config, overrides, model=ServeConfig))
+    return 0
+
+
 def show_config(config: str | None = None, overrides: list[str] = ()) -> int:
     resolved = load_config(config, overrides)
     print(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
@@ -93,10 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--config", help="YAML config file to resolve")
     add_overrides(show)
     add_review_commands(commands)
+    add_eval_command(commands)
 
     fit = commands.add_parser("train", help="fine-tune a captioner with Ray Train")
     fit.add_argument("--config", required=True, help="YAML training config (jobs/configs/train_*)")
     add_overrides(fit)
+
+    api = commands.add_parser("serve", help="serve the models over HTTP with Ray Serve")
+    api.add_argument("--config", help="YAML serving config (jobs/configs/serve_*)")
+    add_overrides(api)
     return parser
 
 
@@ -105,12 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "review":
             return run_review(args)
+        if args.command == "eval":
+            return run_eval(args)
         if args.command == "caption":
             return caption(args.input, args.output, args.config, args.overrides)
         if args.command == "demo":
             return demo(args.output, args.overrides)
         if args.command == "train":
             return train(args.config, args.overrides)
+        if args.command == "serve":
+            return serve(args.config, args.overrides)
         return show_config(args.config, args.overrides)
     except (ValidationError, ValueError, FileNotFoundError) as error:
         print(f"factory {args.command}: {error}", file=sys.stderr)

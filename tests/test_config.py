@@ -18,11 +18,20 @@ def test_defaults_work_offline():
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.name for p in PRESETS])
 def test_every_preset_parses(preset):
-    # train_* presets are training runs; every other preset is a caption run
+    # train_* presets are training runs, serve_* serving configs (serve_deploy_* are Serve
+    # config files whose app args are one); every other preset is a caption run
     if preset.name.startswith("train_"):
         from factory.train.config import TrainConfig
 
         assert isinstance(load_config(preset, model=TrainConfig), TrainConfig)
+    elif preset.name.startswith("serve_deploy_"):
+        from tests.serve.presets import check_serve_deploy_file
+
+        check_serve_deploy_file(preset)
+    elif preset.name.startswith("serve_"):
+        from factory.serve.config import ServeConfig
+
+        assert isinstance(load_config(preset, model=ServeConfig), ServeConfig)
     else:
         assert isinstance(load_config(preset), CaptionRunConfig)
 

@@ -1,0 +1,96 @@
+"""The builder: ServeConfig -> Serve application. The only place Serve options are applied.
+
+Two deployments: the HTTP ingress (`ApiServer`: parsing, auth, image checks, URL fetches;
+cheap, many concurrent requests) and the model (`ModelServer`: one engine per replica,
+batched, autoscaled on ongoing requests, a bounded queue). The ingress reaches the model
+through a deployment handle with the adapter as multiplexed model id.
+
+- `build_application(config)`: what `factory serve` and the tests run.
+- `build_app(args)`: the import path for `serve run` / `serve deploy` config files
+  (`import_path: factory.serve.app:build_app`), args either the config inline or
+  `{config_path: ..., overrides: [...]}`.
+- `run_locally(config)`: start Serve on this machine, block until Ctrl-C, shut down
+  gracefully (each replica finishes its requests within graceful_shutdown_timeout_s).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+from factory.serve.config import ServeConfig
+
+
+def build_application(config: ServeConfig) -> Any:
+    from ray import serve
+
+    from factory.serve.api_server import ApiServer
+    from factory.serve.model_server import ModelServer
+
+    model = serve.deployment(name="model", **config.model_deployment.serve_options())(ModelServer)
+    # serve.ingress() without an app: ApiServer builds its FastAPI app on each replica
+    ingress = serve.deployment(name="api", **config.api_deployment.serve_options())(
+        serve.ingress()(ApiServer)
+    )
+    return ingress.bind(config, model.bind(config))
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """Serve's app-builder entry point (`serve run factory.serve.app:build_app ...`)."""
+    from factory.config import load_config
+
+    args = dict(args)
+    path = args.pop("config_path", None)
+    overrides = list(args.pop("overrides", []))
+    if path is not None:
+        if args:
+            raise ValueError(f"give config_path or the config inline, not both: {sorted(args)}")
+        return build_application(load_config(path, overrides, model=ServeConfig))
+    if overrides:
+        raise ValueError("overrides go with config_path; edit an inline config directly")
+    return build_application(ServeConfig.model_validate(args))
+
+
+def start(config: ServeConfig) -> str:
+    """Deploy on a local (or given) Ray; returns the base URL. Does not block."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        ray.init(address=config.ray_address, include_dashboard=False)
+    serve.start(
+        http_options={
+            "host": config.http.host,
+            "port": config.http.port,
+            "request_timeout_s": config.limits.request_timeout_s + 5.0,
+            "keep_alive_timeout_s": config.http.keep_alive_timeout_s,
+        }
+    )
+    serve.run(
+        build_application(config),
+        name=config.app_name,
+        route_prefix=config.route_prefix,
+        blocking=False,
+    )
+    host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::") else config.http.host
+    return f"http://{host}:{config.http.port}{config.route_prefix.rstrip('/')}"
+
+
+def run_locally(config: ServeConfig) -> None:
+    """Serve until Ctrl-C (or SIGTERM), then delete the app gracefully and stop Serve."""
+    from ray import serve
+
+    url = start(config)
+    print(f"serving {config.served_models()} at {url} (Ctrl-C stops)", flush=True)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        print("stopping: replicas finish their requests first", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        serve.delete(config.app_name)
+        serve.shutdown()
