@@ -60,6 +60,8 @@ class OpenAIEngine:
         self.headers = _auth_headers(self.options.api_key_env)
         # requests.Session is not documented as thread-safe: one per pool thread.
         self._local = threading.local()
+        self.generated_tokens = 0  # running total from the servers' usage, for stage metrics
+        self._count_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(
             max_workers=self.options.max_concurrency, thread_name_prefix="openai-engine"
         )
@@ -95,6 +97,9 @@ class OpenAIEngine:
                 f"{self.base_url}/chat/completions answered without choices[0].message."
                 f"content: {str(answer)[:300]}"
             ) from error
+        usage = answer.get("usage") or {}
+        with self._count_lock:
+            self.generated_tokens += int(usage.get("completion_tokens") or 0)
         return (content or "").strip()
 
     def _body(self, request: ChatRequest, params: GenerationParams) -> dict[str, Any]:

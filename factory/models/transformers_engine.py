@@ -47,6 +47,7 @@ class TransformersEngine:
             )
         self.config = config
         self.device, self.processor, self.model = loaded.device, loaded.processor, loaded.model
+        self.generated_tokens = 0  # running total, read by the stage metrics
         _prepare_for_batches(self.tokenizer)
         self.info = EngineInfo(
             engine="transformers",
@@ -65,6 +66,7 @@ class TransformersEngine:
             output = self.model.generate(**inputs, **self._decoding_kwargs(params))
         # Left padding puts every prompt's end at the same column; what follows is new text.
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        self.generated_tokens += int((new_tokens != self.tokenizer.pad_token_id).sum())
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [text.strip() for text in texts]
 

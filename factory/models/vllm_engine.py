@@ -58,6 +58,7 @@ class VllmEngine:
         self.on_cpu = current_platform.is_cpu()
         self.llm = LLM(**engine_kwargs(config, directory, on_cpu=self.on_cpu))
         self.accepts_images = self.llm.llm_engine.model_config.is_multimodal_model
+        self.generated_tokens = 0  # running total, read by the stage metrics
         self.info = EngineInfo(
             engine="vllm",
             model=config.model,
@@ -105,6 +106,7 @@ class VllmEngine:
             lora_request=loras if any(loras) else None,
             add_generation_prompt=True,
         )
+        self.generated_tokens += sum(len(output.outputs[0].token_ids) for output in outputs)
         # LLM.chat returns outputs in input order, whatever order they finished in.
         return [output.outputs[0].text.strip() for output in outputs]
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from factory import records
 from factory.records import Duplicate, Rejection, RejectRecord
+from factory.stages.metrics import record_batch
 
 
 class MissingColumnsError(KeyError):
@@ -121,7 +122,18 @@ def map_batch(
     else:
         results = []
     elapsed = time.perf_counter() - started
+    record_batch(columns.stage, len(rows), _outcomes(results), elapsed)
     return _assemble(table, columns, ok_positions, results, elapsed)
+
+
+def _outcomes(results: Sequence[Result]) -> dict[str, int]:
+    rejected = sum(isinstance(result, Rejection) for result in results)
+    duplicates = sum(isinstance(result, Duplicate) for result in results)
+    return {
+        records.OK: len(results) - rejected - duplicates,
+        records.REJECTED: rejected,
+        records.DUPLICATE: duplicates,
+    }
 
 
 def _single(fn: Callable[[list[Row]], Sequence[Result]], row: Row) -> Result:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
 from factory.prompts import load_prompt
 from factory.stages.base import Resources
+from factory.stages.metrics import record_tokens
 
 if TYPE_CHECKING:
     from factory.models.engine import Engine
@@ -84,7 +85,14 @@ class PromptedEngine:
             ChatRequest(prompt=self.template.render(**fields), image=image)
             for fields, image in calls
         ]
-        return self.engine.generate(requests, self.step.generation) if requests else []
+        if not requests:
+            return []
+        before = getattr(self.engine, "generated_tokens", 0)
+        texts = self.engine.generate(requests, self.step.generation)
+        # engines that count what they generate expose a running total
+        tokens = getattr(self.engine, "generated_tokens", 0) - before
+        record_tokens(self.template.id, self.lineage["model"], tokens)
+        return texts
 
 
 def numbered(items: Sequence[str]) -> str:
