@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from factory.config import CaptionRunConfig, load_config
+from factory.eval.cli import add_eval_command, run_eval
 from factory.review.cli import add_review_commands, run_review
 
 DEMO_OUTPUT = "factory-demo-output"
@@ -102,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--config", help="YAML config file to resolve")
     add_overrides(show)
     add_review_commands(commands)
+    add_eval_command(commands)
 
     fit = commands.add_parser("train", help="fine-tune a captioner with Ray Train")
     fit.add_argument("--config", required=True, help="YAML training config (jobs/configs/train_*)")
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "review":
             return run_review(args)
+        if args.command == "eval":
+            return run_eval(args)
         if args.command == "caption":
             return caption(args.input, args.output, args.config, args.overrides)
         if args.command == "demo":

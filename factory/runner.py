@@ -113,7 +113,20 @@ def run_caption(config: CaptionRunConfig) -> RunResult:
     _record(config, listing.ignored_files, result)
     if not result.counts.balanced():
         raise InvariantError(f"inputs do not add up: {result.counts}")
+    _write_report(config.output, result)
     return result
+
+
+def _write_report(output: str, result: RunResult) -> None:
+    """report.html beside the outputs; a report that fails is reported, the run stands."""
+    try:
+        from factory.eval.report import write_run_report
+
+        write_run_report(output)
+    except Exception as error:  # noqa: BLE001 - the captions are written; say why, go on
+        note = f"report.html not written: {type(error).__name__}: {error}"
+        print(f"WARNING: {note}", file=sys.stderr)
+        result.notes.append(note)
 
 
 def _stream(

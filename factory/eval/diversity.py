@@ -27,7 +27,19 @@ def type_token_ratio(texts: Sequence[str]) -> float:
 
 
 def edit_distance(a: Sequence, b: Sequence) -> int:
-    """Levenshtein distance (insert, delete, substitute cost 1) between two sequences."""
+    """Levenshtein distance (insert, delete, substitute cost 1) of two strings or word lists.
+
+    rapidfuzz's C++ when installed (the `eval` extra): a 2,000-character pair takes a
+    fraction of a millisecond there and about a second in the Python fallback.
+    """
+    try:
+        from rapidfuzz.distance import Levenshtein
+    except ImportError:
+        return python_edit_distance(a, b)
+    return Levenshtein.distance(a, b)
+
+
+def python_edit_distance(a: Sequence, b: Sequence) -> int:
     if len(a) < len(b):
         a, b = b, a
     previous = list(range(len(b) + 1))

@@ -11,9 +11,11 @@ from factory.eval.diversity import (
     caption_diversity,
     edit_distance,
     mean_pairwise_edit_distance,
+    python_edit_distance,
     semantic_diversity,
     type_token_ratio,
 )
+from tests.eval.caption_fixture import CAPTION_SETS
 
 
 def test_type_token_ratio_counts_ptb_words():
@@ -30,6 +32,15 @@ def test_type_token_ratio_counts_ptb_words():
 )
 def test_edit_distance(a, b, distance):
     assert edit_distance(a, b) == distance == edit_distance(b, a)
+    assert python_edit_distance(a, b) == distance == python_edit_distance(list(b), list(a))
+
+
+def test_python_fallback_agrees_with_rapidfuzz_on_words_and_chars():
+    pytest.importorskip("rapidfuzz")
+    captions = [candidate for candidate, _ in CAPTION_SETS.values()]
+    for a, b in zip(captions, captions[1:], strict=False):
+        assert python_edit_distance(a, b) == edit_distance(a, b)
+        assert python_edit_distance(a.split(), b.split()) == edit_distance(a.split(), b.split())
 
 
 def test_mean_pairwise_edit_distance_in_chars_and_words():

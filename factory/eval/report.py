@@ -1,0 +1,261 @@
+"""The HTML report of a caption run: one self-contained file beside its outputs.
+
+Sections (their ids are the contract tests check): summary, counts, stages, rejected,
+distributions, health, qa, diversity, hallucination (when experts tagged the images) and
+gallery. Plots and example images are embedded as data: URIs, so the file can be mailed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from factory.eval import html, plots
+from factory.eval.config import AUTOMATIC_REPORT, EvalConfig
+from factory.eval.diversity import Embed
+from factory.eval.gallery import pick_examples, run_thumbnails
+from factory.eval.run_stats import RunStats, load_run, summarise
+from factory.io import uris
+
+REPORT_NAME = "report.html"
+RUN_SECTIONS = ("summary", "counts", "stages", "rejected", "distributions", "health", "qa")
+RUN_SECTIONS += ("diversity", "gallery")
+
+
+def write_run_report(
+    output: str,
+    config: EvalConfig = AUTOMATIC_REPORT,
+    embed: Embed | None = None,
+    target: str | None = None,
+) -> tuple[str, dict]:
+    """Reads a run, writes report.html into `target` (default: the run's output folder);
+    returns the report's URI and the run's numbers."""
+    stats = load_run(output)
+    summary = summarise(stats, embed, config.hallucination, config.diversity_sample)
+    images = {}
+    examples = pick_examples(stats.captions, config.report.gallery_size)
+    if examples:
+        wanted = [row["uri"] for row in examples]
+        images = run_thumbnails(output, wanted, config.report.thumbnail_side)
+    text = run_report_html(stats, summary, examples, images, config)
+    target = uris.join(target or output, REPORT_NAME)
+    uris.write_bytes_atomically(target, text.encode("utf-8"))
+    return target, summary
+
+
+def run_report_html(
+    stats: RunStats,
+    summary: dict,
+    examples: list[dict],
+    images: dict[str, str],
+    config: EvalConfig,
+) -> str:
+    run = stats.run
+    title = f"Caption run {run.get('run_id', '')}".strip()
+    body = [
+        _summary(stats),
+        _counts(summary),
+        _stages(summary),
+        html.section(
+            "rejected",
+            "Rejected reasons",
+            html.table(["stage/reason", "count"], summary["rejected_reasons"].items()),
+        ),
+        _distributions(stats, summary, config),
+        html.section(
+            "health",
+            "Health flags",
+            f"<p>{summary['records_with_flags']} of {len(stats.captions)} accepted records "
+            "have at least one flag.</p>",
+            html.table(["rule (field)", "count"], summary["health_flags"].items()),
+        ),
+        _qa(summary["qa"]),
+        _diversity(summary["diversity"], summary["diversity_sample"]),
+    ]
+    if "hallucination" in summary:
+        body.append(_hallucination(summary["hallucination"]))
+    body.append(_gallery(stats, examples, images))
+    return html.page(title, body)
+
+
+def _summary(stats: RunStats) -> str:
+    run = stats.run
+    versions = run.get("versions", {})
+    rows = [
+        ("output", stats.output),
+        ("run id", run.get("run_id")),
+        ("finished at", run.get("finished_at")),
+        ("wall seconds", run.get("wall_seconds")),
+        ("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))),
+    ]
+    notes = [f'<p class="note">{html.esc(note)}</p>' for note in run.get("notes", [])]
+    skipped = run.get("skipped_stages", {})
+    notes += [
+        f'<p class="note">skipped {html.esc(k)}: {html.esc(v)}</p>' for k, v in skipped.items()
+    ]
+    if not run:
+        notes.append('<p class="note">run.json is missing: counts come from the shards.</p>')
+    return html.section("summary", "Summary", html.table(["", ""], rows), *notes)
+
+
+def _counts(summary: dict) -> str:
+    counts = summary["counts"]
+    return html.section("counts", "Counts", html.table(["outcome", "records"], counts.items()))
+
+
+def _stages(summary: dict) -> str:
+    rejected_at = Counter()
+    for key, count in summary["rejected_reasons"].items():
+        rejected_at[key.split("/", 1)[0]] += count
+    names = list(summary["stage_seconds"]) + [
+        s for s in rejected_at if s not in summary["stage_seconds"]
+    ]
+    rows = [(name, summary["stage_seconds"].get(name), rejected_at.get(name, 0)) for name in names]
+    return html.section(
+        "stages",
+        "Stages",
+        "<p>Seconds are summed over workers.</p>",
+        html.table(["stage", "seconds", "rejected here"], rows),
+    )
+
+
+def _distributions(stats: RunStats, summary: dict, config: EvalConfig) -> str:
+    if not config.report.plots:
+        return html.section("distributions", "Distributions", "<p>plots turned off</p>")
+    if not plots.matplotlib_available():
+        return html.section(
+            "distributions",
+            "Distributions",
+            '<p class="note">matplotlib is not installed (pip install '
+            "'caption-factory[eval]'): no plots.</p>",
+        )
+    lengths = {column: d.get("values", []) for column, d in summary["caption_words"].items()}
+    figures = [
+        ("caption length", plots.histogram(lengths, "Caption length", "words")),
+        (
+            "critic score",
+            plots.histogram(
+                {"critic_score": summary["critic_score"].get("values", [])},
+                "Critic score (share of consistent facts)",
+                "score",
+                bins=[i / 10 for i in range(11)],
+            ),
+        ),
+        (
+            "OCR lines",
+            plots.histogram(
+                {"ocr": summary["ocr_lines"].get("values", [])}, "OCR lines per image", "lines"
+            ),
+        ),
+        ("category", plots.bars(summary["categories"], "Museum category", "images")),
+        ("fact verdicts", plots.bars(summary["fact_verdicts"], "Critic verdicts", "facts")),
+        ("health flags", plots.bars(summary["health_flags"], "Health flags", "flags")),
+    ]
+    shown = [html.image(src, alt) for alt, src in figures if src]
+    missing = [alt for alt, src in figures if not src]
+    note = f"<p>No data for: {html.esc(', '.join(missing))}.</p>" if missing else ""
+    stats_rows = [
+        (column, d["n"], d.get("mean"), d.get("median"), d.get("min"), d.get("max"))
+        for column, d in [
+            *summary["caption_words"].items(),
+            ("critic_score", summary["critic_score"]),
+        ]
+    ]
+    return html.section(
+        "distributions",
+        "Distributions",
+        f'<div class="plots">{"".join(shown)}</div>',
+        note,
+        html.table(["column", "n", "mean", "median", "min", "max"], stats_rows),
+    )
+
+
+def _qa(qa: dict) -> str:
+    return html.section(
+        "qa",
+        "Question answering",
+        f"<p>{qa['pairs']} pairs; {qa['cannot_tell']} answered “cannot tell”.</p>",
+        html.table(["category", "pairs"], sorted(qa["per_category"].items())),
+    )
+
+
+def _diversity(diversity: dict, sample: int) -> str:
+    names = ["images", "type_token_ratio", "corpus_type_token_ratio"]
+    names += ["edit_distance_chars", "edit_distance_words", "semantic_diversity"]
+    rows = [(scope, *(values.get(name) for name in names)) for scope, values in diversity.items()]
+    return html.section(
+        "diversity",
+        "Diversity",
+        f"<p>Over the first {sample} accepted images: per image across its caption styles, "
+        "and per style across images (semantic diversity only when an embedder is "
+        "configured).</p>",
+        html.table(["scope", *names], rows),
+    )
+
+
+def _hallucination(scores: dict) -> str:
+    rows = [
+        (
+            column,
+            s["judged"],
+            s["chair_i"],
+            s["chair_s"],
+            s["coverage"],
+            ", ".join(f"{k} {v}" for k, v in s["unsupported_objects"].items()),
+        )
+        for column, s in scores.items()
+    ]
+    return html.section(
+        "hallucination",
+        "Hallucination and coverage",
+        "<p>CHAIR_i: mentioned objects the tagger/detector did not see, over mentioned "
+        "objects; CHAIR_s: captions with one; coverage: expert objects mentioned.</p>",
+        html.table(["caption", "judged", "CHAIR_i", "CHAIR_s", "coverage", "unsupported"], rows),
+    )
+
+
+def _gallery(stats: RunStats, examples: list[dict], images: dict[str, str]) -> str:
+    items = [_example(row, stats.text_columns, images.get(row["uri"])) for row in examples]
+    intro = f"<p>{len(examples)} examples, lowest critic score first.</p>"
+    return html.section("gallery", "Gallery", intro, *items)
+
+
+def _example(row: dict, columns: list[str], thumbnail: str | None) -> str:
+    picture = html.image(thumbnail, row["uri"]) if thumbnail else "<p>(no image)</p>"
+    parts = [
+        f"<p><b>{html.esc(row['uri'])}</b> · category {html.esc(row.get('category') or '-')}"
+        f" · critic score {html.number(row.get('critic_score'))}</p>"
+    ]
+    for column in columns:
+        if row.get(column):
+            parts.append(
+                f'<h4>{html.esc(column)}</h4><p class="caption">{html.esc(row[column])}</p>'
+            )
+    checks = row.get("fact_checks") or []
+    if checks:
+        facts = "".join(
+            f'<li class="{html.esc(c.get("verdict") or "unparsed")}">'
+            f"{html.esc(c.get('fact'))} — <b>{html.esc(c.get('verdict') or 'unparsed')}</b>"
+            f"{': ' + html.esc(c.get('reason')) if c.get('reason') else ''}</li>"
+            for c in checks
+        )
+        parts.append(f"<h4>facts</h4><ul>{facts}</ul>")
+    flags = row.get("health_flags") or []
+    if flags:
+        spans = "".join(
+            f'<span class="flag">{html.esc(f["rule"])} ({html.esc(f["field"])})</span>'
+            for f in flags
+        )
+        parts.append(f"<h4>health flags</h4><p>{spans}</p>")
+    if row.get("qa"):
+        pairs = "".join(
+            f"<li>[{html.esc(p.get('category'))}] {html.esc(p.get('question'))} → "
+            f"{html.esc(p.get('answer'))}</li>"
+            for p in row["qa"]
+        )
+        parts.append(f"<h4>questions</h4><ul>{pairs}</ul>")
+    if row.get("ocr_text"):
+        parts.append(f'<h4>OCR</h4><p class="caption">{html.esc(row["ocr_text"])}</p>')
+    if row.get("tags"):
+        tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["tags"])
+        parts.append(f"<h4>tags</h4><p>{html.esc(tags)}</p>")
+    return f'<div class="example">{picture}<div class="text">{"".join(parts)}</div></div>'

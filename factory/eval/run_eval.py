@@ -1,0 +1,88 @@
+"""What `factory eval` does once its arguments are parsed: load, score, print, write."""
+
+from __future__ import annotations
+
+import argparse
+
+from factory.eval.cli import DEFAULT_OUT, print_table
+from factory.eval.config import EvalConfig
+from factory.eval.diversity import Embed
+from factory.io import outputs, uris
+
+
+def load_embedder(config: EvalConfig) -> tuple[Embed | None, str | None]:
+    """The configured sentence embedder, or None and why not (semantic diversity is skipped)."""
+    if not config.semantic_diversity:
+        return None, None
+    try:
+        from factory.models.sentence_embedder import SentenceEmbedder
+
+        return SentenceEmbedder(config.embedder).embed, None
+    except (ImportError, OSError, ValueError) as error:
+        return None, f"semantic diversity skipped: {type(error).__name__}: {error}"
+
+
+def evaluate_files(args: argparse.Namespace, config: EvalConfig) -> int:
+    from factory.eval.eval_report import eval_report_html
+    from factory.eval.evaluate import evaluate_tables
+    from factory.eval.gallery import folder_images
+    from factory.eval.inputs import read_table
+
+    predictions, references = read_table(args.predictions), read_table(args.references)
+    ids = [str(key) for key in predictions.column(args.id_column).to_pylist()]
+    images = folder_images(args.images, ids) if args.images else {}
+    embed, why_not = load_embedder(config)
+    evaluation = evaluate_tables(
+        predictions,
+        references,
+        config,
+        args.id_column,
+        args.prediction_column,
+        args.reference_column,
+        images,
+        embed,
+    )
+    if why_not:
+        evaluation.notes.append(why_not)
+    sources = {"predictions": args.predictions, "references": args.references}
+    if args.images:
+        sources["images"] = f"{args.images} ({len(images)} found)"
+    out = args.out or DEFAULT_OUT
+    metrics = evaluation.metrics
+    html_text = eval_report_html(evaluation, sources, images, config)
+    _write(out, metrics, html_text)
+    if evaluation.kind == "qa":
+        shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    else:
+        shown = metrics["metrics"]
+    print_table(f"{evaluation.kind} metrics ({uris.join(out, 'metrics.json')})", shown)
+    for note in evaluation.notes:
+        print(f"  NOTE: {note}")
+    return 0
+
+
+def evaluate_run(args: argparse.Namespace, config: EvalConfig) -> int:
+    from factory.eval.report import write_run_report
+    from factory.eval.run_stats import without_values
+
+    out = args.out or args.run
+    embed, why_not = load_embedder(config)
+    report, summary = write_run_report(args.run, config, embed, target=out)
+    metrics = {"kind": "run", "output": args.run, **without_values(summary)}
+    if why_not:
+        metrics["notes"] = [why_not]
+    outputs.write_json(uris.join(out, "metrics.json"), metrics)
+    counts = dict(summary["counts"])
+    counts["critic_score_mean"] = summary["critic_score"].get("mean")
+    counts["records_with_flags"] = summary["records_with_flags"]
+    print_table(f"caption run {args.run} (report: {report})", counts)
+    for reason, count in summary["rejected_reasons"].items():
+        print(f"  rejected {count:>5}  {reason}")
+    if why_not:
+        print(f"  NOTE: {why_not}")
+    return 0
+
+
+def _write(out: str, metrics: dict, html_text: str) -> None:
+    outputs.write_json(uris.join(out, "metrics.json"), metrics)
+    uris.write_bytes_atomically(uris.join(out, "report.html"), html_text.encode("utf-8"))
