@@ -81,11 +81,11 @@ def run_locally(config: ServeConfig) -> None:
     """Serve until Ctrl-C (or SIGTERM), then delete the app gracefully and stop Serve."""
     from ray import serve
 
-    url = start(config)
-    print(f"serving {config.served_models()} at {url} (Ctrl-C stops)", flush=True)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        url = start(config)
+        print(f"serving {config.served_models()} at {url} (Ctrl-C stops)", flush=True)
         while not stop.wait(1.0):
             pass
     except KeyboardInterrupt:

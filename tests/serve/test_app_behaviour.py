@@ -78,6 +78,23 @@ def test_critic_loop_returns_facts_verdicts_and_the_rewrite(app):
     assert critic["lineage"]["prompt_template"] == "critic.v1"
 
 
+def test_catalogue_reaches_the_prompt_except_for_formal_analysis(app):
+    url, _ = app
+    # the routed engine tags its reply when "ECHO" is in the prompt it was given
+    catalogue = {"title": "The Harvesters", "description": "ECHO"}
+    captions = {
+        style: requests.post(
+            f"{url}/v1/caption",
+            json={"image": B64, "style": style, "catalogue": catalogue},
+            timeout=30,
+        ).json()["caption"]
+        for style in ("objective", "detailed", "formal_analysis")
+    }
+    assert captions["objective"].endswith("[base, with image]")
+    assert captions["detailed"].endswith("[base, with image]")
+    assert captions["formal_analysis"] == CAPTION
+
+
 def test_qa_normalises_cannot_tell(app):
     url, _ = app
     body = {"image": B64, "question": "Who painted this?"}

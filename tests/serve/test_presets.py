@@ -1,0 +1,118 @@
+"""Serving presets, the Serve config file, the builder, and `factory serve` end to end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from pydantic import ValidationError
+
+from factory.config import load_config
+from factory.serve.app import build_app, build_application
+from factory.serve.config import ServeConfig
+from tests.serve.apps import free_port
+from tests.serve.presets import check_serve_deploy_file
+
+CONFIGS = Path(__file__).resolve().parents[2] / "jobs" / "configs"
+REPO_ROOT = CONFIGS.parents[1]
+
+
+def test_deploy_file_args_are_the_gpu_preset():
+    (deployed,) = check_serve_deploy_file(CONFIGS / "serve_deploy_gpu.yaml")
+    assert deployed == load_config(CONFIGS / "serve_gpu_vllm.yaml", model=ServeConfig)
+
+
+def test_builder_applies_the_config_to_both_deployments():
+    config = load_config(CONFIGS / "serve_gpu_vllm.yaml", model=ServeConfig)
+    application = build_app({"config_path": str(CONFIGS / "serve_gpu_vllm.yaml")})
+    ingress = application._bound_deployment
+    (model,) = [arg for arg in ingress.init_args if not isinstance(arg, ServeConfig)]
+    model_options = model._bound_deployment._deployment_config
+    assert model_options.max_queued_requests == 128
+    assert model_options.max_ongoing_requests == 48
+    assert model_options.autoscaling_config.max_replicas == 8
+    assert model_options.autoscaling_config.target_ongoing_requests == 24
+    assert model_options.graceful_shutdown_timeout_s == 60
+    assert model._bound_deployment.ray_actor_options["num_gpus"] == 1
+    assert ingress._deployment_config.autoscaling_config.max_replicas == 4
+    assert ingress.init_args[0] == config
+    # building loads nothing: the vLLM model is only named here
+    assert build_application(config) is not None
+
+
+def test_bad_serving_configs_are_refused():
+    with pytest.raises(ValidationError, match="adapters"):
+        ServeConfig.model_validate({"engine": {"model": "m", "adapters": {"a": "/x"}}})
+    with pytest.raises(ValidationError, match="critic.model"):
+        ServeConfig.model_validate({"critic": {"model": "missing"}})
+    with pytest.raises(ValidationError, match="min_replicas"):
+        ServeConfig.model_validate(
+            {"model_deployment": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}}}
+        )
+    with pytest.raises(ValidationError):
+        ServeConfig.model_validate({"url_fetch": {"allowed_networks": ["not-a-cidr"]}})
+    with pytest.raises(ValueError, match="not both"):
+        build_app({"config_path": "x.yaml", "model_name": "y"})
+
+
+def test_auth_configured_but_unset_refuses_to_start(monkeypatch):
+    from factory.serve.auth import read_api_keys
+
+    config = ServeConfig.model_validate({"auth": {"api_keys_env": "FACTORY_TEST_UNSET_KEYS"}})
+    monkeypatch.delenv("FACTORY_TEST_UNSET_KEYS", raising=False)
+    with pytest.raises(RuntimeError, match="FACTORY_TEST_UNSET_KEYS"):
+        read_api_keys(config.auth)
+    monkeypatch.setenv("FACTORY_TEST_UNSET_KEYS", " a , ,b ")
+    assert read_api_keys(config.auth) == [b"a", b"b"]
+
+
+def test_factory_serve_runs_the_tiny_preset_until_interrupted(tmp_path):
+    """The CLI command on the shipped preset: ready, answers, stops cleanly on Ctrl-C."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "RAY_ADDRESS": ""}
+    command = [
+        sys.executable,
+        "-m",
+        "factory.cli",
+        "serve",
+        "--config",
+        str(CONFIGS / "serve_tiny_cpu.yaml"),
+        "--set",
+        f"http.port={port}",
+        "--set",
+        "generation.max_new_tokens=4",
+        "--set",
+        "model_deployment.num_cpus=0.5",
+    ]
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below, after the process
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                if requests.get(f"{url}/readyz", timeout=2).ok:
+                    break
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening, or the app not deployed, yet
+            time.sleep(0.5)
+        while "serving [" not in (tmp_path / "serve.log").read_text():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.2)
+        models = requests.get(f"{url}/v1/models", timeout=10).json()
+        assert [m["id"] for m in models["data"]] == ["tiny-llava"]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+    output = (tmp_path / "serve.log").read_text()
+    assert "serving ['tiny-llava'] at http://127.0.0.1" in output and "stopping" in output
