@@ -43,6 +43,12 @@ class RayConfig(BaseModel):
         True, description="process in listing order, so 'first occurrence' in dedup is stable"
     )
     rows_per_block: int = Field(32, ge=1, description="inputs per block: the unit of parallelism")
+    max_record_crashes: int = Field(
+        2,
+        ge=1,
+        description="an actor stage's record whose worker process died this many times (the "
+        "last time running alone) is rejected as worker_crashed instead of retried again",
+    )
 
 
 class OutputConfig(BaseModel):

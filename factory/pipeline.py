@@ -24,6 +24,7 @@ from factory.io.outputs import ShardWriter
 from factory.stages.base import Columns, MissingColumnsError, Resources
 from factory.stages.caption import CaptionStage
 from factory.stages.clip import ClipStage
+from factory.stages.crash_guard import CrashGuardedStage
 from factory.stages.critic import CriticStage
 from factory.stages.decompose import DecomposeStage
 from factory.stages.dedup import DedupStage, FingerprintStage
@@ -84,7 +85,17 @@ def compute_strategy(res: Resources) -> Any:
     return ray.data.ActorPoolStrategy(size=res.concurrency or 1)
 
 
-def apply(dataset: ray.data.Dataset, step: StageStep) -> ray.data.Dataset:
+@dataclass(frozen=True)
+class CrashGuard:
+    """Guard actor stages with the run's crash ledger (factory.stages.crash_guard)."""
+
+    run_id: str
+    max_record_crashes: int
+
+
+def apply(
+    dataset: ray.data.Dataset, step: StageStep, guard: CrashGuard | None = None
+) -> ray.data.Dataset:
     res = step.resources
     common: dict[str, Any] = {
         "batch_format": "pyarrow",
@@ -95,6 +106,15 @@ def apply(dataset: ray.data.Dataset, step: StageStep) -> ray.data.Dataset:
     }
     if res.num_gpus:
         common["num_gpus"] = res.num_gpus
+    if res.compute == "actors" and guard is not None:
+        guarded = {
+            "stage": step.fn,
+            "stage_kwargs": step.kwargs,
+            "name": step.columns.stage,
+            "run_id": guard.run_id,
+            "max_crashes": guard.max_record_crashes,
+        }
+        return dataset.map_batches(CrashGuardedStage, fn_constructor_kwargs=guarded, **common)
     if res.compute == "actors":
         return dataset.map_batches(step.fn, fn_constructor_kwargs=step.kwargs, **common)
     return dataset.map_batches(_CallOnce(step.fn, step.kwargs), **common)
@@ -235,14 +255,19 @@ def captions_schema(steps: list[StageStep]) -> pa.Schema:
 def build_caption_pipeline(
     config: CaptionRunConfig, steps: list[StageStep], listing: pa.Table, run_id: str
 ) -> ray.data.Dataset:
-    """Chain `steps` (from `stage_steps`) over the listing, ending in the shard writer."""
+    """Chain `steps` (from `stage_steps`) over the listing, ending in the shard writer.
+
+    Actor stages run behind the run's crash ledger, which the caller starts first
+    (`start_ledger(run_id)`) and keeps alive until the dataset is consumed.
+    """
     import ray.data
 
     rows = config.ray.rows_per_block
     blocks = [listing.slice(start, rows) for start in range(0, listing.num_rows, rows)]
     dataset = ray.data.from_arrow(blocks)
+    guard = CrashGuard(run_id, config.ray.max_record_crashes)
     for step in steps:
-        dataset = apply(dataset, step)
+        dataset = apply(dataset, step, guard)
     writer = ShardWriter(
         output=config.output,
         captions_schema=captions_schema(steps),

@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,6 +24,10 @@ from factory import __version__
 from factory.config import CaptionRunConfig
 from factory.io import outputs, uris
 from factory.io.listing import list_inputs
+from factory.stages.crash_guard import start_ledger
+
+if TYPE_CHECKING:
+    import ray.data
 from factory.pipeline import (
     StageStep,
     build_caption_pipeline,
@@ -150,7 +155,14 @@ def _stream(
         check_fits(steps, total.get("CPU", 0.0), total.get("GPU", 0.0))
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = config.ray.preserve_order
-    dataset = build_caption_pipeline(config, steps, table, run_id)
+    ledger = start_ledger(run_id)  # the actor stages' crash ledger, for this run only
+    try:
+        _consume(build_caption_pipeline(config, steps, table, run_id), result)
+    finally:
+        ray.kill(ledger)
+
+
+def _consume(dataset: ray.data.Dataset, result: RunResult) -> None:
     for summary in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
         for row in summary.to_pylist():
             result.counts.accepted += row["accepted"]

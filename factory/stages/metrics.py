@@ -51,7 +51,7 @@ def _in_ray_worker() -> bool:
 
 def record_batch(stage: str, rows_in: int, outcomes: dict[str, int], seconds: float) -> None:
     """One batch of a stage: how many rows came in, how they left, how long it took."""
-    if not _in_ray_worker():
+    if not rows_in or not _in_ray_worker():  # Ray counters refuse increments of 0
         return
     metrics = _metrics()
     metrics["rows"].inc(rows_in, tags={"stage": stage, "outcome": "in"})
