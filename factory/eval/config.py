@@ -38,7 +38,7 @@ class EvalConfig(BaseModel):
         description="1 - mean pairwise cosine of sentence embeddings (loads `embedder`)",
     )
     diversity_sample: int = Field(
-        300,
+        100,
         ge=2,
         description="at most this many images (and captions per style) enter the diversity "
         "numbers of a run: pairwise measures grow with the square of the count",

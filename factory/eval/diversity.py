@@ -10,6 +10,7 @@ Words are the PTB tokens the caption metrics use, so "isn't" is two words everyw
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from itertools import combinations
 
@@ -21,8 +22,14 @@ from factory.eval.tokenize import python_ptb_tokens
 Embed = Callable[[Sequence[str]], np.ndarray]
 
 
+@functools.lru_cache(maxsize=4096)
+def _words(text: str) -> tuple[str, ...]:
+    # a text is tokenised for its type-token ratio and again for each of its pairs
+    return tuple(python_ptb_tokens(text))
+
+
 def type_token_ratio(texts: Sequence[str]) -> float:
-    tokens = [token for text in texts for token in python_ptb_tokens(text)]
+    tokens = [token for text in texts for token in _words(text)]
     return len(set(tokens)) / len(tokens) if tokens else 0.0
 
 
@@ -32,11 +39,16 @@ def edit_distance(a: Sequence, b: Sequence) -> int:
     rapidfuzz's C++ when installed (the `eval` extra): a 2,000-character pair takes a
     fraction of a millisecond there and about a second in the Python fallback.
     """
+    return _levenshtein()(a, b)
+
+
+@functools.cache
+def _levenshtein() -> Callable[[Sequence, Sequence], int]:
     try:
         from rapidfuzz.distance import Levenshtein
     except ImportError:
-        return python_edit_distance(a, b)
-    return Levenshtein.distance(a, b)
+        return python_edit_distance
+    return Levenshtein.distance
 
 
 def python_edit_distance(a: Sequence, b: Sequence) -> int:
@@ -55,7 +67,7 @@ def python_edit_distance(a: Sequence, b: Sequence) -> int:
 
 def mean_pairwise_edit_distance(texts: Sequence[str], unit: str = "char") -> float | None:
     """Mean distance over the pairs of texts, in characters or in words; None without pairs."""
-    items = [text if unit == "char" else python_ptb_tokens(text) for text in texts]
+    items = [text if unit == "char" else _words(text) for text in texts]
     pairs = list(combinations(items, 2))
     if not pairs:
         return None

@@ -74,7 +74,7 @@ def summarise(
     stats: RunStats,
     embed: Embed | None = None,
     hallucination: HallucinationConfig | None = None,
-    diversity_sample: int = 300,
+    diversity_sample: int = 100,
 ) -> dict:
     """The run's numbers; semantic diversity only with `embed` (it loads a model)."""
     rows = stats.captions
