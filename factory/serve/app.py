@@ -65,7 +65,8 @@ def start(config: ServeConfig) -> str:
             "port": config.http.port,
             "request_timeout_s": config.limits.request_timeout_s + 5.0,
             "keep_alive_timeout_s": config.http.keep_alive_timeout_s,
-        }
+        },
+        logging_config={"enable_access_log": config.http.access_log},
     )
     serve.run(
         build_application(config),

@@ -7,7 +7,7 @@ application; nothing else reads deployment options.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -71,6 +71,12 @@ class DeploymentOptions(Strict):
         default_factory=dict,
         description="Ray runtime_env of the replicas (env_vars, pip, working_dir, ...)",
     )
+    access_log: bool = Field(
+        True, description="log a line per request (costs about a millisecond per request)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="the replicas' log level"
+    )
 
     def serve_options(self) -> dict[str, Any]:
         """Keyword arguments for `serve.deployment`; only the builder calls this."""
@@ -87,6 +93,7 @@ class DeploymentOptions(Strict):
             "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
             "health_check_period_s": self.health_check_period_s,
             "health_check_timeout_s": self.health_check_timeout_s,
+            "logging_config": {"enable_access_log": self.access_log, "log_level": self.log_level},
         }
         if self.autoscaling is None:
             options["num_replicas"] = self.num_replicas
@@ -102,7 +109,10 @@ class ModelDeploymentOptions(DeploymentOptions):
         8, ge=1, description="requests generated together in one engine call"
     )
     batch_wait_timeout_s: float = Field(
-        0.005, ge=0, description="how long a batch waits to fill before it runs"
+        0.0,
+        ge=0,
+        description="how long a batch waits to fill before it runs; 0: it runs with what is "
+        "waiting, and under load the next batch fills while one generates",
     )
     max_adapters_per_replica: int = Field(
         4, ge=1, description="adapters kept loaded per replica; the least recently used leaves"
@@ -181,6 +191,7 @@ class CriticLoopOptions(Strict):
 
 class HttpOptions(Strict):
     host: str = Field("127.0.0.1", description="address the HTTP proxy listens on")
+    access_log: bool = Field(True, description="the proxies log a line per request")
     port: int = Field(8000, ge=0, le=65535, description="its port")
     keep_alive_timeout_s: int = Field(5, ge=1, description="idle keep-alive connections close")
 
