@@ -36,3 +36,4 @@ bench: $(VENV)/.installed-dev
 	$(PY) -m benchmarks.ocr_throughput
 	$(PY) -m benchmarks.caption_throughput
 	$(PY) -m benchmarks.train_throughput
+	$(PY) -m benchmarks.serve_latency
