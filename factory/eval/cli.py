@@ -1,7 +1,7 @@
 """`factory eval`: score predictions against references, or describe a caption run.
 
     factory eval --predictions P --references R [--images DIR_OR_URI] [--out DIR]
-    factory eval --run OUTPUT_URI [--out DIR]
+    factory eval --run OUTPUT_URI [--references R --id-column C] [--out DIR]
 
 Prints a table, writes metrics.json and report.html into --out (for --run: the run's own
 output unless --out is given). Settings: --config YAML / --set key=value (EvalConfig).
@@ -20,7 +20,11 @@ def add_eval_command(commands) -> None:
     source = sub.add_mutually_exclusive_group(required=True)
     source.add_argument("--predictions", help="Parquet (file or folder) or JSONL by image id")
     source.add_argument("--run", help="a caption run's output folder or s3:// prefix")
-    sub.add_argument("--references", help="Parquet or JSONL: several captions per image id")
+    sub.add_argument(
+        "--references",
+        help="Parquet or JSONL: several captions (or QA answers) per image id; with --run "
+        "the run's caption columns (or its qa pairs) are scored against them",
+    )
     sub.add_argument("--images", help="folder or s3:// prefix of <image id>.<ext> files")
     sub.add_argument("--out", help=f"where metrics.json and report.html go ({DEFAULT_OUT})")
     sub.add_argument("--id-column", default="image_id", help="the key of both tables")

@@ -20,16 +20,6 @@ from factory.io import outputs, uris
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
-def pick_examples(rows: list[dict], size: int) -> list[dict]:
-    """The lowest critic scores first (where a reviewer looks), then listing order."""
-
-    def order(row: dict) -> tuple:
-        score = row.get("critic_score")
-        return (score is None, score if score is not None else 0.0, row.get("input_index") or 0)
-
-    return sorted(rows, key=order)[:size]
-
-
 def thumbnail(data: bytes, side: int) -> str | None:
     """A JPEG data URI of at most `side` pixels; None when the bytes are not an image."""
     try:

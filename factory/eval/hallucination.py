@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -151,31 +151,53 @@ def expert_objects(
     return seen
 
 
+@dataclass
+class HallucinationTally:
+    """Counts summed over batches of captions; `result` turns them into the ratios."""
+
+    captions: int = 0
+    judged: int = 0
+    mentioned: int = 0
+    hallucinated: int = 0
+    flagged: int = 0
+    covered: int = 0
+    expected: int = 0
+    unsupported: Counter = field(default_factory=Counter)
+
+    def add(
+        self, captions: Mapping[str, str], experts: Mapping[str, set[str]], lexicon: ObjectLexicon
+    ) -> None:
+        self.captions += len(captions)
+        for key, caption in captions.items():
+            seen = experts.get(key) or set()
+            if not seen or not caption:
+                continue  # nothing to judge against, or nothing said
+            names = set(lexicon.mentions(caption))
+            invented = names - seen
+            self.judged += 1
+            self.mentioned += len(names)
+            self.hallucinated += len(invented)
+            self.flagged += bool(invented)
+            self.covered += len(names & seen)
+            self.expected += len(seen)
+            self.unsupported.update(invented)
+
+    def result(self) -> dict:
+        return {
+            "captions": self.captions,
+            "judged": self.judged,
+            "chair_i": self.hallucinated / self.mentioned if self.mentioned else None,
+            "chair_s": self.flagged / self.judged if self.judged else None,
+            "coverage": self.covered / self.expected if self.expected else None,
+            "mentions": self.mentioned,
+            "unsupported_objects": dict(self.unsupported.most_common(20)),
+        }
+
+
 def hallucination_scores(
     captions: Mapping[str, str], experts: Mapping[str, set[str]], lexicon: ObjectLexicon
 ) -> dict:
     """CHAIR_i, CHAIR_s and coverage over the captions whose image has expert objects."""
-    mentioned = hallucinated = flagged = judged = covered = expected = 0
-    unsupported: Counter = Counter()
-    for key, caption in captions.items():
-        seen = experts.get(key) or set()
-        if not seen or not caption:
-            continue
-        judged += 1
-        names = set(lexicon.mentions(caption))
-        invented = names - seen
-        mentioned += len(names)
-        hallucinated += len(invented)
-        flagged += bool(invented)
-        covered += len(names & seen)
-        expected += len(seen)
-        unsupported.update(invented)
-    return {
-        "captions": len(captions),
-        "judged": judged,
-        "chair_i": hallucinated / mentioned if mentioned else None,
-        "chair_s": flagged / judged if judged else None,
-        "coverage": covered / expected if expected else None,
-        "mentions": mentioned,
-        "unsupported_objects": dict(unsupported.most_common(20)),
-    }
+    tally = HallucinationTally()
+    tally.add(captions, experts, lexicon)
+    return tally.result()

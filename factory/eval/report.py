@@ -12,7 +12,7 @@ from collections import Counter
 from factory.eval import html, plots
 from factory.eval.config import AUTOMATIC_REPORT, EvalConfig
 from factory.eval.diversity import Embed
-from factory.eval.gallery import pick_examples, run_thumbnails
+from factory.eval.gallery import run_thumbnails
 from factory.eval.run_stats import RunStats, load_run, summarise
 from factory.io import uris
 
@@ -26,17 +26,20 @@ def write_run_report(
     config: EvalConfig = AUTOMATIC_REPORT,
     embed: Embed | None = None,
     target: str | None = None,
+    extra_sections: tuple[str, ...] = (),
 ) -> tuple[str, dict]:
     """Reads a run, writes report.html into `target` (default: the run's output folder);
     returns the report's URI and the run's numbers."""
-    stats = load_run(output)
-    summary = summarise(stats, embed, config.hallucination, config.diversity_sample)
+    stats = load_run(
+        output, config.diversity_sample, config.report.gallery_size, config.hallucination
+    )
+    summary = summarise(stats, embed)
+    examples = stats.examples
     images = {}
-    examples = pick_examples(stats.captions, config.report.gallery_size)
     if examples:
         wanted = [row["uri"] for row in examples]
         images = run_thumbnails(output, wanted, config.report.thumbnail_side)
-    text = run_report_html(stats, summary, examples, images, config)
+    text = run_report_html(stats, summary, examples, images, config, extra_sections)
     target = uris.join(target or output, REPORT_NAME)
     uris.write_bytes_atomically(target, text.encode("utf-8"))
     return target, summary
@@ -48,6 +51,7 @@ def run_report_html(
     examples: list[dict],
     images: dict[str, str],
     config: EvalConfig,
+    extra_sections: tuple[str, ...] = (),
 ) -> str:
     run = stats.run
     title = f"Caption run {run.get('run_id', '')}".strip()
@@ -64,7 +68,7 @@ def run_report_html(
         html.section(
             "health",
             "Health flags",
-            f"<p>{summary['records_with_flags']} of {len(stats.captions)} accepted records "
+            f"<p>{summary['records_with_flags']} of {stats.accepted} accepted records "
             "have at least one flag.</p>",
             html.table(["rule (field)", "count"], summary["health_flags"].items()),
         ),
@@ -73,6 +77,7 @@ def run_report_html(
     ]
     if "hallucination" in summary:
         body.append(_hallucination(summary["hallucination"]))
+    body.extend(extra_sections)
     body.append(_gallery(stats, examples, images))
     return html.page(title, body)
 

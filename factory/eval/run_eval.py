@@ -67,8 +67,24 @@ def evaluate_run(args: argparse.Namespace, config: EvalConfig) -> int:
 
     out = args.out or args.run
     embed, why_not = load_embedder(config)
-    report, summary = write_run_report(args.run, config, embed, target=out)
+    extra, against = (), None
+    if args.references:
+        from factory.eval.inputs import read_table
+        from factory.eval.run_references import references_section, score_run_against
+
+        against = score_run_against(
+            args.run,
+            read_table(args.references),
+            config,
+            args.id_column,
+            args.reference_column,
+            embed,
+        )
+        extra = (references_section(against),)
+    report, summary = write_run_report(args.run, config, embed, out, extra)
     metrics = {"kind": "run", "output": args.run, **without_values(summary)}
+    if against is not None:
+        metrics["against_references"] = against
     if why_not:
         metrics["notes"] = [why_not]
     outputs.write_json(uris.join(out, "metrics.json"), metrics)
@@ -80,6 +96,11 @@ def evaluate_run(args: argparse.Namespace, config: EvalConfig) -> int:
         print(f"  rejected {count:>5}  {reason}")
     if why_not:
         print(f"  NOTE: {why_not}")
+    for column, scores in (against or {}).get("captions", {}).items():
+        print_table(f"{column} against {args.references}", scores)
+    if against and "qa" in against:
+        qa = {k: v for k, v in against["qa"].items() if not isinstance(v, dict)}
+        print_table(f"qa against {args.references}", qa)
     return 0
 
 

@@ -1,43 +1,56 @@
 """What a caption run's outputs say about it, without references.
 
-Reads run.json, captions/ (without the bulky image and embedding columns), rejected/ and
-duplicates/ from a local folder or s3:// prefix, and reduces them to the numbers and
-distributions the report shows: counts per outcome and stage, rejected reasons, stage
-seconds, caption lengths per style, critic scores, OCR lines, categories, health flags,
-QA categories and abstentions, diversity, and hallucination against the expert tags.
+Reads run.json, captions/ (shard by shard, only the columns the numbers need: never the
+image or embedding), rejected/ and duplicates/ from a local folder or s3:// prefix. A run
+of millions of rows is never held in memory: counters and compact number arrays are
+accumulated per shard, and only two bounded sets of rows are kept, the first
+`sample_size` images in listing order (diversity) and the `gallery_size` lowest critic
+scores (the report's gallery).
 """
 
 from __future__ import annotations
 
+import heapq
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from factory.eval.diversity import Embed, caption_diversity
 from factory.eval.hallucination import (
     HallucinationConfig,
+    HallucinationTally,
+    ObjectLexicon,
     build_lexicon,
     expert_objects,
-    hallucination_scores,
 )
 from factory.eval.vqa import abstains
 from factory.io import outputs, uris
 
-BULKY_COLUMNS = frozenset({"image", "embedding"})
 LOOP_TEXT_COLUMNS = ("expanded_caption", "draft_caption", "final_caption")
+STAT_COLUMNS = ("uri", "input_index", "critic_score", "fact_checks", "ocr", "ocr_text")
+STAT_COLUMNS += ("category", "health_flags", "qa", "tags", "objects")
 
 
 @dataclass
 class RunStats:
     output: str
     run: dict  # run.json as written (empty when missing)
-    captions: list[dict]  # accepted rows without bulky columns
-    rejected: list[dict]
-    duplicates: int
     text_columns: list[str]  # caption_<style> columns, then the loop's texts
-    summary: dict = field(default_factory=dict)  # the numbers metrics.json holds
+    accepted: int = 0
+    rejected_reasons: Counter = field(default_factory=Counter)
+    duplicates: int = 0
+    sample: list[dict] = field(default_factory=list)  # first images in listing order
+    examples: list[dict] = field(default_factory=list)  # lowest critic scores
+    words: dict[str, array] = field(default_factory=dict)  # column -> word counts
+    critic_scores: array = field(default_factory=lambda: array("d"))
+    ocr_lines: array = field(default_factory=lambda: array("I"))
+    counters: dict[str, Counter] = field(default_factory=dict)
+    records_with_flags: int = 0
+    qa_pairs: int = 0
+    qa_cannot_tell: int = 0
+    hallucination: dict[str, HallucinationTally] = field(default_factory=dict)
 
 
 def caption_text_columns(names: list[str]) -> list[str]:
@@ -45,128 +58,130 @@ def caption_text_columns(names: list[str]) -> list[str]:
     return styles + [name for name in LOOP_TEXT_COLUMNS if name in names]
 
 
-def read_accepted(output: str) -> pa.Table | None:
-    """captions/ without the columns a report never needs in bulk."""
-    filesystem, shards = outputs.shard_paths(output, "captions")
-    if not shards:
-        return None
-    names = pq.read_schema(shards[0], filesystem=filesystem).names
-    keep = [name for name in names if name not in BULKY_COLUMNS]
-    return outputs.read_output(output, "captions", columns=keep)
+def sample_order(row: dict) -> tuple:
+    return (row.get("input_index") or 0, row["uri"])
 
 
-def load_run(output: str) -> RunStats:
-    captions = read_accepted(output)
-    rejected = outputs.read_output(output, "rejected")
-    duplicates = outputs.read_output(output, "duplicates", columns=["uri"])
-    rows = captions.to_pylist() if captions is not None else []
-    return RunStats(
-        output=output,
-        run=outputs.read_json(uris.join(output, "run.json")) or {},
-        captions=rows,
-        rejected=rejected.to_pylist() if rejected is not None else [],
-        duplicates=duplicates.num_rows if duplicates is not None else 0,
-        text_columns=caption_text_columns(captions.column_names if captions is not None else []),
-    )
+def gallery_order(row: dict) -> tuple:
+    """Lowest critic score first (where a reviewer looks), unscored rows last."""
+    score = row.get("critic_score")
+    return (score is None, score if score is not None else 0.0, *sample_order(row))
 
 
-def summarise(
-    stats: RunStats,
-    embed: Embed | None = None,
+def load_run(
+    output: str,
+    sample_size: int = 100,
+    gallery_size: int = 12,
     hallucination: HallucinationConfig | None = None,
-    diversity_sample: int = 100,
-) -> dict:
+) -> RunStats:
+    filesystem, shards = outputs.shard_paths(output, "captions")
+    names = pq.read_schema(shards[0], filesystem=filesystem).names if shards else []
+    stats = RunStats(output, outputs.read_json(uris.join(output, "run.json")) or {}, [])
+    stats.text_columns = caption_text_columns(names)
+    stats.words = {column: array("I") for column in stats.text_columns}
+    stats.counters = {name: Counter() for name in ("categories", "verdicts", "flags", "qa")}
+    tagged = hallucination is not None and bool({"tags", "objects"} & set(names))
+    lexicon = build_lexicon(hallucination) if tagged else None
+    columns = [n for n in names if n in STAT_COLUMNS or n in stats.text_columns]
+    for shard in shards:
+        rows = pq.read_table(shard, filesystem=filesystem, columns=columns).to_pylist()
+        _add_rows(stats, rows, lexicon, hallucination)
+        stats.sample = heapq.nsmallest(sample_size, stats.sample + rows, key=sample_order)
+        stats.examples = heapq.nsmallest(gallery_size, stats.examples + rows, key=gallery_order)
+    rejected = outputs.read_output(output, "rejected", columns=["stage", "reason"])
+    for row in rejected.to_pylist() if rejected is not None else []:
+        stats.rejected_reasons[f"{row['stage']}/{row['reason']}"] += 1
+    duplicates = outputs.read_output(output, "duplicates", columns=["uri"])
+    stats.duplicates = duplicates.num_rows if duplicates is not None else 0
+    return stats
+
+
+def _add_rows(
+    stats: RunStats,
+    rows: list[dict],
+    lexicon: ObjectLexicon | None,
+    config: HallucinationConfig | None,
+) -> None:
+    stats.accepted += len(rows)
+    counters = stats.counters
+    for row in rows:
+        for column in stats.text_columns:
+            if row.get(column):
+                stats.words[column].append(len(row[column].split()))
+        if row.get("critic_score") is not None:
+            stats.critic_scores.append(row["critic_score"])
+        if "ocr" in row:
+            stats.ocr_lines.append(len(row["ocr"] or []))
+        if row.get("category"):
+            counters["categories"][row["category"]] += 1
+        for check in row.get("fact_checks") or []:
+            counters["verdicts"][check.get("verdict") or "unparsed"] += 1
+        flags = row.get("health_flags") or []
+        stats.records_with_flags += bool(flags)
+        counters["flags"].update(f"{flag['rule']} ({flag['field']})" for flag in flags)
+        for pair in row.get("qa") or []:
+            stats.qa_pairs += 1
+            counters["qa"][pair.get("category") or "unknown"] += 1
+            stats.qa_cannot_tell += abstains(pair.get("answer") or "")
+    if lexicon is not None and config is not None:
+        experts = {
+            row["uri"]: expert_objects(row.get("tags"), row.get("objects"), lexicon, config)
+            for row in rows
+        }
+        for column in stats.text_columns:
+            tally = stats.hallucination.setdefault(column, HallucinationTally())
+            tally.add({row["uri"]: row.get(column) or "" for row in rows}, experts, lexicon)
+
+
+def summarise(stats: RunStats, embed: Embed | None = None) -> dict:
     """The run's numbers; semantic diversity only with `embed` (it loads a model)."""
-    rows = stats.captions
-    # the first images in listing order: the same sample on every rerun
-    sample = sorted(rows, key=lambda row: (row.get("input_index") or 0, row["uri"]))
-    sample = sample[:diversity_sample]
-    run = stats.run
+    run, sample, columns = stats.run, stats.sample, stats.text_columns
+    counts = run.get("counts") or {
+        "accepted": stats.accepted,
+        "rejected": sum(stats.rejected_reasons.values()),
+        "duplicates": stats.duplicates,
+    }
     summary = {
-        "counts": run.get("counts")
-        or {"accepted": len(rows), "rejected": len(stats.rejected), "duplicates": stats.duplicates},
-        "rejected_reasons": dict(
-            Counter(f"{r['stage']}/{r['reason']}" for r in stats.rejected).most_common()
-        ),
+        "counts": counts,
+        "rejected_reasons": dict(stats.rejected_reasons.most_common()),
         "stage_seconds": run.get("stage_seconds", {}),
         "wall_seconds": run.get("wall_seconds"),
         "skipped_stages": run.get("skipped_stages", {}),
-        "caption_words": {
-            column: _describe([len(text.split()) for text in _texts(rows, column)])
-            for column in stats.text_columns
+        "accepted_rows_read": stats.accepted,
+        "caption_words": {column: describe(stats.words[column]) for column in columns},
+        "critic_score": describe(stats.critic_scores),
+        "fact_verdicts": dict(stats.counters["verdicts"].most_common()),
+        "ocr_lines": describe(stats.ocr_lines),
+        "categories": dict(stats.counters["categories"].most_common()),
+        "health_flags": dict(stats.counters["flags"].most_common()),
+        "records_with_flags": stats.records_with_flags,
+        "qa": {
+            "pairs": stats.qa_pairs,
+            "per_category": dict(stats.counters["qa"].most_common()),
+            "cannot_tell": stats.qa_cannot_tell,
         },
-        "critic_score": _describe(_values(rows, "critic_score")),
-        "fact_verdicts": dict(
-            Counter(
-                check.get("verdict") or "unparsed"
-                for row in rows
-                for check in row.get("fact_checks") or []
-            )
-        ),
-        "ocr_lines": _describe([len(row.get("ocr") or []) for row in rows if "ocr" in row]),
-        "categories": dict(Counter(_values(rows, "category")).most_common()),
-        "health_flags": dict(
-            Counter(
-                f"{flag['rule']} ({flag['field']})"
-                for row in rows
-                for flag in row.get("health_flags") or []
-            ).most_common()
-        ),
-        "records_with_flags": sum(bool(row.get("health_flags")) for row in rows),
-        "qa": _qa_summary(rows),
         "diversity_sample": len(sample),
         "diversity": {
             "across_styles_per_image": caption_diversity(
-                {row["uri"]: [row.get(c) for c in stats.text_columns] for row in sample}, embed
+                {row["uri"]: [row.get(c) for c in columns] for row in sample}, embed
             ),
             **{
                 f"across_images_{column}": caption_diversity(
-                    {"all": list(_texts(sample, column))}, embed
+                    {"all": [row[column] for row in sample if row.get(column)]}, embed
                 )
-                for column in stats.text_columns
+                for column in columns
             },
         },
     }
-    if hallucination is not None and any(("tags" in r or "objects" in r) for r in rows):
-        summary["hallucination"] = _hallucination(rows, stats.text_columns, hallucination)
-    stats.summary = summary
+    if stats.hallucination:
+        summary["hallucination"] = {c: t.result() for c, t in stats.hallucination.items()}
     return summary
 
 
-def _hallucination(rows: list[dict], columns: list[str], config: HallucinationConfig) -> dict:
-    lexicon = build_lexicon(config)
-    experts = {
-        row["uri"]: expert_objects(row.get("tags"), row.get("objects"), lexicon, config)
-        for row in rows
-    }
-    return {
-        column: hallucination_scores(
-            {row["uri"]: row.get(column) or "" for row in rows}, experts, lexicon
-        )
-        for column in columns
-    }
-
-
-def _qa_summary(rows: list[dict]) -> dict:
-    pairs = [pair for row in rows for pair in row.get("qa") or []]
-    return {
-        "pairs": len(pairs),
-        "per_category": dict(Counter(p.get("category") or "unknown" for p in pairs)),
-        "cannot_tell": sum(abstains(p.get("answer") or "") for p in pairs),
-    }
-
-
-def _texts(rows: list[dict], column: str):
-    return (row[column] for row in rows if row.get(column))
-
-
-def _values(rows: list[dict], column: str) -> list:
-    return [row[column] for row in rows if row.get(column) is not None]
-
-
-def _describe(values: list[float]) -> dict:
-    if not values:
-        return {"n": 0, "values": []}
+def describe(values) -> dict:
+    """n, mean, median, min, max, and the values themselves for the plots."""
+    if not len(values):
+        return {"n": 0, "values": values}
     ordered = sorted(values)
     middle = len(ordered) // 2
     median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
@@ -181,7 +196,7 @@ def _describe(values: list[float]) -> dict:
 
 
 def without_values(summary: dict) -> dict:
-    """The summary minus the raw value lists, for metrics.json."""
+    """The summary minus the raw value arrays, for metrics.json."""
     if isinstance(summary, dict):
         return {k: without_values(v) for k, v in summary.items() if k != "values"}
     return summary

@@ -99,3 +99,41 @@ def test_eval_run_semantic_diversity_with_the_packaged_minilm(caption_run, tmp_p
     across = metrics["diversity"]["across_images_caption_detailed"]
     assert across["semantic_diversity"] == pytest.approx(0.0, abs=1e-5)
     assert (tmp_path / "report.html").exists() and not (caption_run / "metrics.json").exists()
+
+
+def test_eval_run_against_caption_and_qa_references(caption_run, tmp_path, capsys):
+    from factory.io.outputs import read_output
+    from tests.scripted_engine import CAPTION, REWRITTEN
+
+    ids = read_output(str(caption_run), "captions", columns=["image_id"]).column(0).to_pylist()
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text(
+        "".join(json.dumps({"image_id": i, "references": [CAPTION]}) + "\n" for i in ids)
+    )
+    out = tmp_path / "captions"
+    args = ["eval", "--run", str(caption_run), "--references", str(refs), "--out", str(out)]
+    assert main([*args, "--set", "semantic_diversity=false", "--set", "metrics=[BLEU-4]"]) == 0
+    against = json.loads((out / "metrics.json").read_text())["against_references"]
+    # the scripted captioner wrote exactly the reference; the rewrite shortened it
+    assert against["captions"]["caption_detailed"]["BLEU-4"] == pytest.approx(1.0, abs=1e-6)
+    assert against["captions"]["final_caption"]["BLEU-4"] < 1.0
+    assert against["pairs"]["caption_detailed"]["scored"] == SAMPLES
+    assert (
+        REWRITTEN not in json.dumps(against)
+        and "caption_detailed against" in capsys.readouterr().out
+    )
+    assert '<section id="references">' in (out / "report.html").read_text()
+
+    qa = tmp_path / "qa.jsonl"
+    rows = [{"image_id": i, "question": "What is shown?", "answer": "A red horse."} for i in ids]
+    rows += [
+        {"image_id": i, "question": "Who made it?", "answer": "unknown", "category": "creator"}
+        for i in ids
+    ]
+    qa.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "qa"
+    args = ["eval", "--run", str(caption_run), "--references", str(qa), "--out", str(out)]
+    assert main([*args, "--set", "semantic_diversity=false"]) == 0
+    scores = json.loads((out / "metrics.json").read_text())["against_references"]["qa"]
+    assert scores["questions"] == 2 * SAMPLES and scores["exact_match"] == 1.0
+    assert scores["unanswerable_abstention_rate"] == 1.0
