@@ -39,10 +39,13 @@ def client_env() -> dict[str, str]:
 
     Ray 2.60 turns token authentication on for a new head when the mode is unset (and
     creates ~/.ray/auth_token), but a client with the mode unset does not send the token:
-    name the mode for both. RAY_ADDRESS is dropped so nothing joins another cluster.
+    name the mode for both. RAY_ADDRESS is dropped so nothing joins another cluster. This
+    interpreter's bin folder goes first on PATH, as in an activated venv or the cluster image,
+    so a job's `python ...` entrypoint is the Python that has the project's packages.
     """
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "token"
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 
