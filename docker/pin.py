@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "docker" / "constraints.txt"
 # the extras the image installs (docker/Dockerfile's EXTRAS), and Ray's for the cluster
-EXTRAS = ("models", "train", "eval")
+EXTRAS = ("models", "train", "eval", "serve")
 RAY_EXTRAS = ("default", "serve")
 SKIP = {"pip", "setuptools", "wheel", "caption-factory"}
 
