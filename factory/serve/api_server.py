@@ -13,6 +13,7 @@ import asyncio
 import time
 from typing import Any
 
+from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from factory.models.engine import ChatRequest, GenerationParams
@@ -67,6 +68,10 @@ class ApiServer:
             raise ApiError(
                 504, "timeout", f"the model did not answer within {timeout:g} s"
             ) from None
+        except RayTaskError as error:
+            if isinstance(error.cause, ApiError):  # the model refused the request itself
+                raise error.cause from None
+            raise
         except BackPressureError:
             raise self._overloaded("the model queue is full") from None
         except DeploymentUnavailableError:

@@ -58,7 +58,8 @@ def start(config: ServeConfig) -> str:
     from ray import serve
 
     if not ray.is_initialized():
-        ray.init(address=config.ray_address, include_dashboard=False)
+        # "local": a fresh Ray unless RAY_ADDRESS (set inside `ray job submit`) names one
+        ray.init(address=config.ray_address or "local", include_dashboard=False)
     serve.start(
         http_options={
             "host": config.http.host,

@@ -36,6 +36,10 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
         self.param, self.headers = param, headers or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # raised in a model replica, it crosses to the ingress by pickle
+        return (ApiError, (self.status, self.code, self.message, self.param, self.headers))
+
     def body(self) -> dict[str, Any]:
         return {
             "error": {

@@ -9,6 +9,7 @@ reading, for chunked uploads).
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +24,8 @@ from factory.serve.auth import check_bearer
 from factory.serve.body_limit import BodyLimit, BodyTooLarge
 from factory.serve.errors import ApiError
 from factory.serve.schemas import CaptionRequest, ChatCompletionRequest, ImageFields, QARequest
+
+logger = logging.getLogger("ray.serve")
 
 
 def build_http_api(server: ApiServer) -> FastAPI:
@@ -112,6 +115,13 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, error: BodyTooLarge) -> JSONResponse:
         return await api_error(request, error.api_error())
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        # the details go to the replica's log, not to the client
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        failure = ApiError(500, "internal_error", "the server failed on this request")
+        return await api_error(request, failure)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -21,6 +21,7 @@ from ray import serve
 
 from factory.models.engine import ChatRequest, GenerationParams, load_engine
 from factory.serve.config import ServeConfig
+from factory.serve.errors import ApiError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,9 @@ class ModelServer:
     def __init__(self, config: ServeConfig):
         self.config = config
         self.engine = build_engine(config)
+        # the engines say whether their model takes images; plugins that do not say, do
+        base = getattr(self.engine, "base", self.engine)
+        self.accepts_images = getattr(base, "accepts_images", True)
         options = config.model_deployment
 
         async def load_adapter(name: str) -> _AdapterSlot:
@@ -85,6 +89,12 @@ class ModelServer:
         )(generate_batch)
 
     async def generate(self, requests: list[ChatRequest], params: GenerationParams) -> Generated:
+        if not self.accepts_images and any(request.image is not None for request in requests):
+            raise ApiError(
+                422,
+                "model_takes_no_images",
+                f"model {self.config.model_name!r} is a text-only LLM; send no image",
+            )
         adapter = serve.get_multiplexed_model_id() or None
         revision = None
         if adapter is not None:

