@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench bench-scale
 
 $(VENV)/.installed-models: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,8 @@ bench: $(VENV)/.installed-dev
 	$(PY) -m benchmarks.caption_throughput
 	$(PY) -m benchmarks.train_throughput
 	$(PY) -m benchmarks.serve_latency
+
+# 10k and 100k generated images through the CPU stages (about 10-30 min on 2 cores; the
+# images go to /tmp/caption-scale and are reused); figures in benchmarks/RESULTS.md
+bench-scale: $(VENV)/.installed-dev
+	$(PY) benchmarks/scale.py

@@ -1,0 +1,261 @@
+"""Scale: 10k and 100k small images through the CPU stages, via the real `run_caption`.
+
+    .venv/bin/python benchmarks/scale.py [--sizes 10000,100000] [--images /tmp/caption-scale]
+        [--interval 0.5] [--set KEY=VALUE ...]
+
+Inputs: 64x48 PNGs of random shapes (benchmarks/caption_throughput.py's picture generator,
+re-encoded losslessly), 2 % exact duplicates, generated once into --images (outside the
+repository; reused by later runs) in folders of 1000, and listed through a CSV manifest of
+the first N. Stages: read -> validate -> fingerprint -> dedup -> write (`caption`, `ocr`,
+`knowledge`, `health` and every other optional stage null; clip/detect have no model).
+
+Each size runs `run_caption(config)` in a fresh process with its own local Ray (started
+before the clock, so throughput covers listing, the plan and the stream, not `ray.init`).
+This process samples that driver's process tree every --interval s: the driver's RSS,
+the Ray workers' (every `ray::` process: tasks, the dedup actor, Ray Data's helpers) RSS,
+summed and the largest one, Ray's own daemons (GCS, raylet, dashboard agents), and the
+tree's PSS (shared object-store pages counted once). The driver also samples the object
+store (used bytes) and reports Ray's spill and restore totals at the end. Exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+
+from PIL import Image
+
+MIB = 2**20
+DUPLICATE_EVERY = 50  # every 50th image is a byte copy of the one 3 before: 2 % exact
+
+
+def png_picture(seed: int) -> bytes:
+    from caption_throughput import picture
+
+    image = Image.open(io.BytesIO(picture(seed, side=64)))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def image_path(folder: str, index: int) -> str:
+    return os.path.join(folder, f"d{index // 1000:03d}", f"img-{index:06d}.png")
+
+
+def write_range(folder: str, start: int, stop: int) -> None:
+    for index in range(start, stop):
+        path = image_path(folder, index)
+        if os.path.exists(path):
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        source = index - 3 if index and index % DUPLICATE_EVERY == 0 else index
+        with open(path + ".tmp", "wb") as file:
+            file.write(png_picture(source))
+        os.replace(path + ".tmp", path)
+
+
+def make_images(folder: str, count: int) -> None:
+    """Images 0..count-1 under folder (existing ones kept), on every core."""
+    step = 1000
+    with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+        jobs = [
+            pool.submit(write_range, folder, s, min(s + step, count)) for s in range(0, count, step)
+        ]
+        for job in jobs:
+            job.result()
+
+
+def write_manifest(path: str, folder: str, count: int) -> str:
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["uri"])
+        writer.writerows([image_path(folder, index)] for index in range(count))
+    return path
+
+
+class StoreSampler(threading.Thread):
+    """Peak object-store use, sampled in the driver while the run streams."""
+
+    def __init__(self, interval: float):
+        super().__init__(daemon=True)
+        self.interval, self.peak_used, self.stopped = interval, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self.peak_used = max(self.peak_used, store_stats()["object_store_bytes_used"])
+
+
+def store_stats() -> dict[str, float]:
+    import ray
+    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+    address = ray.get_runtime_context().gcs_address  # other Rays may run on this machine
+    stats = get_memory_info_reply(get_state_from_address(address)).store_stats
+    names = ("object_store_bytes_used", "spilled_bytes_total", "spilled_objects_total")
+    names += ("restored_bytes_total", "object_store_bytes_fallback")
+    return {name: getattr(stats, name) for name in names}
+
+
+def run_one(manifest: str, output: str, overrides: list[str], interval: float) -> int:
+    """The measured process: Ray first (off the clock), then run_caption on the clock."""
+    import ray
+    from pipeline_throughput import make_config
+
+    from factory.runner import run_caption
+
+    config = make_config(manifest, output, overrides)
+    ray.init(num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    sampler = StoreSampler(interval)
+    sampler.start()
+    started = time.perf_counter()
+    result = run_caption(config)
+    seconds = time.perf_counter() - started
+    sampler.stopped.set()
+    final = store_stats()
+    report = {
+        "seconds": seconds,
+        "counts": vars(result.counts),
+        "stage_seconds": result.stage_seconds,
+        "peak_store_bytes": max(sampler.peak_used, final["object_store_bytes_used"]),
+        **final,
+    }
+    print("RESULT " + json.dumps(report), flush=True)
+    return 0
+
+
+@dataclass
+class Peaks:
+    driver_rss: int = 0
+    workers_rss: int = 0  # sum over ray:: processes
+    largest_worker_rss: int = 0
+    workers: int = 0  # ray:: processes at the workers' peak
+    daemons_rss: int = 0  # gcs_server, raylet, agents, monitor...
+    tree_pss: int = 0
+    samples: int = 0
+
+
+def sample(root_pid: int, peaks: Peaks) -> None:
+    import psutil
+    from pipeline_memory import label
+
+    root = psutil.Process(root_pid)
+    workers, daemons, pss, driver = [], 0, 0, 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            info = process.memory_full_info()
+            name = label(process)
+        except psutil.Error:  # exited between listing and reading
+            continue
+        pss += info.pss
+        if process.pid == root_pid:
+            driver = info.rss
+        elif name.startswith("ray::"):
+            workers.append(info.rss)
+        else:
+            daemons += info.rss
+    peaks.driver_rss = max(peaks.driver_rss, driver)
+    if sum(workers) > peaks.workers_rss:
+        peaks.workers_rss, peaks.workers = sum(workers), len(workers)
+    peaks.largest_worker_rss = max([peaks.largest_worker_rss, *workers])
+    peaks.daemons_rss = max(peaks.daemons_rss, daemons)
+    peaks.tree_pss = max(peaks.tree_pss, pss)
+    peaks.samples += 1
+
+
+def measure(scratch: str, images: str, count: int, args: argparse.Namespace) -> dict:
+    import psutil
+
+    manifest = write_manifest(os.path.join(scratch, f"first-{count}.csv"), images, count)
+    output = os.path.join(scratch, f"out-{count}")
+    sets = [part for value in args.overrides for part in ("--set", value)]
+    command = [sys.executable, __file__, "--run-one", manifest, output, *sets]
+    command += ["--interval", str(args.interval)]
+    peaks, log_path = Peaks(), os.path.join(scratch, f"run-{count}.log")
+    with open(log_path, "w") as log:
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        while child.poll() is None:
+            try:
+                sample(child.pid, peaks)
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(args.interval)
+    with open(log_path) as log:
+        text = log.read()
+    if child.wait() != 0 or "RESULT " not in text:
+        raise RuntimeError(f"run of {count} failed (exit {child.returncode}):\n{text[-3000:]}")
+    result = json.loads(text.split("RESULT ", 1)[1].splitlines()[0])
+    return {"images": count, **result, "peaks": asdict(peaks)}
+
+
+def describe(run: dict) -> str:
+    peaks, counts = run["peaks"], run["counts"]
+    return (
+        f"{run['images']:>7} images: {run['seconds']:7.1f} s, "
+        f"{run['images'] / run['seconds']:6.1f} images/s, "
+        f"{1000 * run['seconds'] / run['images']:.2f} ms/image | accepted {counts['accepted']}, "
+        f"duplicates {counts['duplicates']}, rejected {counts['rejected']}\n"
+        f"    peak RSS: driver {peaks['driver_rss'] / MIB:.0f} MiB, Ray workers "
+        f"{peaks['workers_rss'] / MIB:.0f} MiB ({peaks['workers']} processes, largest "
+        f"{peaks['largest_worker_rss'] / MIB:.0f} MiB), Ray daemons "
+        f"{peaks['daemons_rss'] / MIB:.0f} MiB; tree PSS {peaks['tree_pss'] / MIB:.0f} MiB; "
+        f"{peaks['samples']} samples\n"
+        f"    object store: peak used {run['peak_store_bytes'] / MIB:.1f} MiB, spilled "
+        f"{run['spilled_bytes_total'] / MIB:.1f} MiB in {run['spilled_objects_total']} objects, "
+        f"restored {run['restored_bytes_total'] / MIB:.1f} MiB, fallback "
+        f"{run['object_store_bytes_fallback'] / MIB:.1f} MiB\n"
+        f"    stage seconds (summed over workers): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in sorted(run["stage_seconds"].items()))
+    )
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated image counts")
+    parser.add_argument("--images", default="/tmp/caption-scale", help="generated images here")
+    parser.add_argument("--scratch", default="/tmp/caption-scale-runs", help="outputs, logs")
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between samples")
+    parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="config KEY=VALUE"
+    )
+    parser.add_argument("--run-one", nargs=2, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.run_one:
+        return run_one(*args.run_one, args.overrides, args.interval)
+    sizes = [int(size) for size in args.sizes.split(",")]
+    started = time.perf_counter()
+    make_images(args.images, max(sizes))
+    print(f"{max(sizes)} images ready in {args.images} ({time.perf_counter() - started:.0f} s)")
+    os.makedirs(args.scratch, exist_ok=True)
+    runs = []
+    for size in sizes:
+        subprocess.run(["rm", "-rf", os.path.join(args.scratch, f"out-{size}")], check=True)
+        runs.append(measure(args.scratch, args.images, size, args))
+        print(describe(runs[-1]), flush=True)
+    small, large = runs[0], runs[-1]
+    per_image = (large["seconds"] / large["images"]) / (small["seconds"] / small["images"])
+    print(f"per-image time {large['images']} vs {small['images']}: {per_image:.2f}x (linear: 1.0)")
+    for key in ("driver_rss", "workers_rss", "tree_pss"):
+        print(f"peak {key} ratio: {large['peaks'][key] / small['peaks'][key]:.2f}x (flat: 1.0)")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(runs, file, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
