@@ -151,6 +151,15 @@ def _fits(cluster: dict, cpus: float, gpus: float) -> list[str]:
     ]
 
 
+def _deployments(preset):
+    from factory.config import load_config
+    from factory.serve.config import DeploymentOptions, ServeConfig
+
+    config = load_config(preset, model=ServeConfig)
+    found = [(n, getattr(config, n)) for n in type(config).model_fields]
+    return [(n, value) for n, value in found if isinstance(value, DeploymentOptions)]
+
+
 def test_every_preset_fits_a_node_type():
     from factory.config import load_config
     from factory.pipeline import stage_steps
@@ -163,6 +172,11 @@ def test_every_preset_fits_a_node_type():
             gpus = scaling.num_workers if scaling.use_gpu else 0
             assert _fits(cluster, scaling.num_workers * scaling.cpus_per_worker, gpus), preset
             checked += 1
+        elif preset.name.startswith("serve_") and not preset.name.startswith("serve_deploy_"):
+            for name, deployment in _deployments(preset):
+                fits = _fits(cluster, deployment.num_cpus, deployment.num_gpus)
+                assert fits, f"{preset.name}: {name} replicas fit no node type"
+            checked += 1
         elif preset.name.startswith(("caption_", "scale_")):
             for step in stage_steps(load_config(preset), resume_from=None):
                 res = step.resources
@@ -171,7 +185,7 @@ def test_every_preset_fits_a_node_type():
                 if res.num_gpus:
                     assert set(fits) <= set(gpu_types(cluster))
             checked += 1
-    assert checked >= 3
+    assert checked >= 4
 
 
 def test_fake_autoscaler_launches_the_node_type_a_stage_asks_for(tmp_path):
