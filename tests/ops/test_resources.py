@@ -1,0 +1,58 @@
+"""Resource requests come from config per stage, never from the driver's hardware."""
+
+from __future__ import annotations
+
+import re
+
+from factory.config import load_config
+from factory.pipeline import stage_steps
+from tests.ops.cluster_config import ROOT
+
+CONFIGS = ROOT / "jobs" / "configs"
+# calls that size work from the machine the code runs on
+PROBES = re.compile(
+    r"cpu_count\(|sched_getaffinity\(|cuda\.is_available\(|cuda\.device_count\(|nvidia-smi|GPUtil"
+)
+
+
+def _requests(preset: str, overrides: list[str] = ()) -> dict[str, tuple]:
+    steps = stage_steps(load_config(CONFIGS / preset, list(overrides)), resume_from=None)
+    return {
+        step.columns.stage: (
+            step.resources.num_cpus,
+            step.resources.num_gpus,
+            step.resources.concurrency,
+        )
+        for step in steps
+    }
+
+
+def test_no_module_outside_models_probes_the_hardware():
+    # models/ may pick a device inside the worker that runs the model; nothing else may
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "factory").rglob("*.py"))
+        if "models" not in path.relative_to(ROOT / "factory").parts
+        for number, line in enumerate(path.read_text("utf-8").splitlines(), 1)
+        if PROBES.search(line)
+    ]
+    assert not found
+
+
+def test_cpu_preset_asks_for_no_gpu_and_gpu_preset_for_whole_gpus():
+    cpu = _requests("caption_default.yaml")
+    assert cpu and all(gpus == 0 for _, gpus, _ in cpu.values())
+    gpu = _requests("caption_ultra_gpu.yaml")
+    on_gpu = {stage for stage, (_, gpus, _) in gpu.items() if gpus}
+    assert {"caption", "qa", "expand", "decompose", "critic", "rewrite"} <= on_gpu
+    assert all(gpu[stage][1] == 1 and gpu[stage][2] == (1, 8) for stage in on_gpu)
+    assert all(gpu[stage][1] == 0 for stage in ("read", "validate", "dedup"))
+
+
+def test_a_request_changes_only_through_config():
+    changed = _requests(
+        "caption_ultra_gpu.yaml",
+        ["caption.resources.num_gpus=0.5", "caption.resources.concurrency=[2,4]"],
+    )
+    assert changed["caption"][1:] == (0.5, (2, 4))
+    assert changed["critic"][1:] == (1, (1, 8))
