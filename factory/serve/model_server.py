@@ -7,8 +7,9 @@ evicts the least recently used. Serve splits batches by that id, so one batch is
 adapter and one engine call.
 
 Engines: transformers gets PEFT adapters through `PeftAdapterEngine`; vllm and openai
-take the adapters in their own config (vLLM keeps its own LoRA cache; an OpenAI-compatible
-server is sent the adapter name as the model).
+take the adapters in their own config (vLLM fetches every adapter when the replica starts
+and keeps its own LoRA cache; an OpenAI-compatible server is sent the adapter name as the
+model).
 """
 
 from __future__ import annotations
@@ -41,10 +42,15 @@ class _AdapterSlot:
 
     def __init__(self, engine: Any, name: str, revision: str | None):
         self.engine, self.name, self.revision = engine, name, revision
+        self.released = False
 
     def __del__(self) -> None:
-        # Serve calls this on LRU eviction (and Python again at collection: unload is a
-        # no-op then). Engines with their own adapter cache have no unload.
+        # Serve calls this on LRU eviction, and Python calls it again at collection, maybe
+        # after the adapter was loaded anew for a later request: only the first call
+        # unloads. Engines with their own adapter cache (vllm, openai) have no unload.
+        if self.released:
+            return
+        self.released = True
         unload = getattr(self.engine, "unload", None)
         if unload is not None:
             unload(self.name)

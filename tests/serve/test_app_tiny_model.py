@@ -62,7 +62,13 @@ def app(ray_local, adapters, tmp_path_factory):
             "max_new_tokens": 64,
         },
         url_fetch={"allowed_networks": ["127.0.0.1/32"], "timeout_s": 1.0},
-        model_deployment={"max_ongoing_requests": 32, "max_queued_requests": 128},
+        # one adapter per replica: switching between red and blue evicts and reloads
+        # through Serve's multiplexing LRU, also under the concurrent load below
+        model_deployment={
+            "max_ongoing_requests": 32,
+            "max_queued_requests": 128,
+            "max_adapters_per_replica": 1,
+        },
     )
     with image_host(IMAGE, huge_bytes=200_000) as host, running_app(config) as url:
         yield url, host
