@@ -1,7 +1,7 @@
 """Scale: 10k and 100k small images through the CPU stages, via the real `run_caption`.
 
     .venv/bin/python benchmarks/scale.py [--sizes 10000,100000] [--images /tmp/caption-scale]
-        [--interval 0.5] [--set KEY=VALUE ...]
+        [--interval 1] [--set KEY=VALUE ...]
 
 Inputs: 64x48 PNGs of random shapes (benchmarks/caption_throughput.py's picture generator,
 re-encoded losslessly), 2 % exact duplicates, generated once into --images (outside the
@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from PIL import Image
 
@@ -113,7 +113,14 @@ def run_one(manifest: str, output: str, overrides: list[str], interval: float) -
     from factory.runner import run_caption
 
     config = make_config(manifest, output, overrides)
-    ray.init(num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=False)
+    # "local": a new Ray of its own, even when a `ray start` cluster runs on this machine
+    # (ray.init() with no address would join the one in /tmp/ray/ray_current_cluster)
+    ray.init(
+        address="local",
+        num_cpus=config.ray.num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     ray.data.DataContext.get_current().enable_progress_bars = False
     sampler = StoreSampler(interval)
     sampler.start()
@@ -142,20 +149,25 @@ class Peaks:
     daemons_rss: int = 0  # gcs_server, raylet, agents, monitor...
     tree_pss: int = 0
     samples: int = 0
+    sampling_seconds: float = 0.0  # this process's own cost, CPU taken from the run
+    cpu_seconds: dict = field(default_factory=dict)  # pid -> last seen CPU time (the run's)
 
 
 def sample(root_pid: int, peaks: Peaks) -> None:
     import psutil
     from pipeline_memory import label
 
+    started = time.process_time()
     root = psutil.Process(root_pid)
     workers, daemons, pss, driver = [], 0, 0, 0
     for process in [root, *root.children(recursive=True)]:
         try:
             info = process.memory_full_info()
             name = label(process)
+            times = process.cpu_times()
         except psutil.Error:  # exited between listing and reading
             continue
+        peaks.cpu_seconds[process.pid] = times.user + times.system
         pss += info.pss
         if process.pid == root_pid:
             driver = info.rss
@@ -170,6 +182,7 @@ def sample(root_pid: int, peaks: Peaks) -> None:
     peaks.daemons_rss = max(peaks.daemons_rss, daemons)
     peaks.tree_pss = max(peaks.tree_pss, pss)
     peaks.samples += 1
+    peaks.sampling_seconds += time.process_time() - started
 
 
 def measure(scratch: str, images: str, count: int, args: argparse.Namespace) -> dict:
@@ -181,6 +194,7 @@ def measure(scratch: str, images: str, count: int, args: argparse.Namespace) -> 
     command = [sys.executable, __file__, "--run-one", manifest, output, *sets]
     command += ["--interval", str(args.interval)]
     peaks, log_path = Peaks(), os.path.join(scratch, f"run-{count}.log")
+    busy_before, wall_before = machine_busy_seconds(), time.monotonic()
     with open(log_path, "w") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         while child.poll() is None:
@@ -194,7 +208,19 @@ def measure(scratch: str, images: str, count: int, args: argparse.Namespace) -> 
     if child.wait() != 0 or "RESULT " not in text:
         raise RuntimeError(f"run of {count} failed (exit {child.returncode}):\n{text[-3000:]}")
     result = json.loads(text.split("RESULT ", 1)[1].splitlines()[0])
-    return {"images": count, **result, "peaks": asdict(peaks)}
+    wall = time.monotonic() - wall_before
+    others = machine_busy_seconds() - busy_before - sum(peaks.cpu_seconds.values())
+    share = max(0.0, others) / (wall * (os.cpu_count() or 1))
+    peaks_out = {k: v for k, v in asdict(peaks).items() if k != "cpu_seconds"}
+    return {"images": count, **result, "peaks": peaks_out, "others_cpu_share": share}
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes on the machine have used (not idle, not waiting on IO)."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
 def describe(run: dict) -> str:
@@ -208,11 +234,13 @@ def describe(run: dict) -> str:
         f"{peaks['workers_rss'] / MIB:.0f} MiB ({peaks['workers']} processes, largest "
         f"{peaks['largest_worker_rss'] / MIB:.0f} MiB), Ray daemons "
         f"{peaks['daemons_rss'] / MIB:.0f} MiB; tree PSS {peaks['tree_pss'] / MIB:.0f} MiB; "
-        f"{peaks['samples']} samples\n"
+        f"{peaks['samples']} samples ({peaks['sampling_seconds']:.1f} CPU-s spent sampling)\n"
         f"    object store: peak used {run['peak_store_bytes'] / MIB:.1f} MiB, spilled "
         f"{run['spilled_bytes_total'] / MIB:.1f} MiB in {run['spilled_objects_total']} objects, "
         f"restored {run['restored_bytes_total'] / MIB:.1f} MiB, fallback "
         f"{run['object_store_bytes_fallback'] / MIB:.1f} MiB\n"
+        f"    CPU share taken by other processes during the run: "
+        f"{100 * run['others_cpu_share']:.0f} %\n"
         f"    stage seconds (summed over workers): "
         + ", ".join(f"{k} {v:.1f}" for k, v in sorted(run["stage_seconds"].items()))
     )
@@ -223,7 +251,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated image counts")
     parser.add_argument("--images", default="/tmp/caption-scale", help="generated images here")
     parser.add_argument("--scratch", default="/tmp/caption-scale-runs", help="outputs, logs")
-    parser.add_argument("--interval", type=float, default=0.5, help="seconds between samples")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], help="config KEY=VALUE"
