@@ -94,6 +94,7 @@ def caption_diversity(
     result: dict[str, float | int | None] = {
         "images": len(per_image),
         "images_with_pairs": len(with_pairs),
+        "captions": sum(len(texts) for texts in per_image.values()),
         "type_token_ratio": _mean(type_token_ratio(t) for t in per_image.values()),
         "corpus_type_token_ratio": type_token_ratio(
             [text for texts in per_image.values() for text in texts]

@@ -94,7 +94,8 @@ def _caption_sections(evaluation: Evaluation, images: dict[str, bytes], config: 
             html.section("distributions", "Distributions", f'<div class="plots">{shown}</div>')
         )
     diversity = metrics["diversity"]
-    columns = ["images", "type_token_ratio", "edit_distance_chars", "edit_distance_words"]
+    columns = ["images", "captions", "type_token_ratio", "edit_distance_chars"]
+    columns.append("edit_distance_words")
     columns.append("semantic_diversity")
     rows = [(scope, *(values.get(c) for c in columns)) for scope, values in diversity.items()]
     sections.append(html.section("diversity", "Diversity", html.table(["scope", *columns], rows)))

@@ -107,19 +107,42 @@ def _counts(summary: dict) -> str:
     return html.section("counts", "Counts", html.table(["outcome", "records"], counts.items()))
 
 
-def _stages(summary: dict) -> str:
-    rejected_at = Counter()
+# the caption pipeline's stage order (README "The pipeline"); others are listed after
+PIPELINE_ORDER = ("list", "read", "validate", "fingerprint", "clip", "dedup", "ocr", "detect")
+PIPELINE_ORDER += ("knowledge", "caption", "qa", "expand", "decompose", "critic", "rewrite")
+PIPELINE_ORDER += ("health", "write")
+
+
+def stage_flow(summary: dict) -> list[tuple]:
+    """(stage, records in, rejected there, duplicates there, records out, seconds) in order.
+
+    Records enter the first stage as inputs minus those already written by an earlier
+    run; each stage passes on what it neither rejected nor (dedup) marked duplicate.
+    """
+    counts, seconds = summary["counts"], summary["stage_seconds"]
+    rejected_at: Counter = Counter()
     for key, count in summary["rejected_reasons"].items():
         rejected_at[key.split("/", 1)[0]] += count
-    names = list(summary["stage_seconds"]) + [
-        s for s in rejected_at if s not in summary["stage_seconds"]
-    ]
-    rows = [(name, summary["stage_seconds"].get(name), rejected_at.get(name, 0)) for name in names]
+    present = set(seconds) | set(rejected_at)
+    names = [name for name in PIPELINE_ORDER if name in present]
+    names += sorted(present - set(PIPELINE_ORDER))
+    flowing = (counts.get("inputs") or 0) - (counts.get("skipped_existing") or 0)
+    rows = []
+    for name in names:
+        duplicates = counts.get("duplicates", 0) if name == "dedup" else 0
+        out = flowing - rejected_at.get(name, 0) - duplicates
+        rows.append((name, flowing, rejected_at.get(name, 0), duplicates, out, seconds.get(name)))
+        flowing = out
+    return rows
+
+
+def _stages(summary: dict) -> str:
+    headers = ["stage", "records in", "rejected", "duplicates", "records out", "seconds"]
     return html.section(
         "stages",
         "Stages",
-        "<p>Seconds are summed over workers.</p>",
-        html.table(["stage", "seconds", "rejected here"], rows),
+        "<p>Records through each stage in pipeline order; seconds are summed over workers.</p>",
+        html.table(headers, stage_flow(summary)),
     )
 
 
@@ -184,7 +207,7 @@ def _qa(qa: dict) -> str:
 
 
 def _diversity(diversity: dict, sample: int) -> str:
-    names = ["images", "type_token_ratio", "corpus_type_token_ratio"]
+    names = ["captions", "type_token_ratio", "corpus_type_token_ratio"]
     names += ["edit_distance_chars", "edit_distance_words", "semantic_diversity"]
     rows = [(scope, *(values.get(name) for name in names)) for scope, values in diversity.items()]
     return html.section(

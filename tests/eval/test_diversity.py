@@ -72,7 +72,7 @@ def test_caption_diversity_averages_over_images_with_pairs():
         "d": [],
     }
     result = caption_diversity(captions, embed=one_hot_by_first_word)
-    assert result["images"] == 3 and result["images_with_pairs"] == 2
+    assert result["images"] == 3 and result["images_with_pairs"] == 2 and result["captions"] == 5
     assert result["semantic_diversity"] == pytest.approx(0.5)
     assert result["edit_distance_words"] == pytest.approx((0 + 2) / 2)
     # cat/dog: 3 substitutions; sleeps/barks: 4 substitutions and 1 deletion

@@ -15,6 +15,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from factory.cli import main, samples_dir
+from factory.eval.report import stage_flow
 from tests.eval.browser import chromium_path, render
 from tests.test_caption_loop_cli import scripted_config
 
@@ -48,6 +49,9 @@ def test_a_caption_run_writes_its_report_with_every_section(caption_run):
         assert f'<section id="{section}">' in text
     (reason,) = [key for key in run["rejected_reasons"]]
     assert reason in text  # e.g. validate/not_an_image, with its count
+    # the stage table accounts for every input: what leaves the last stage was accepted
+    flow = stage_flow({key: run[key] for key in ("counts", "rejected_reasons", "stage_seconds")})
+    assert flow[0][1] == run["counts"]["inputs"] and flow[-1][4] == SAMPLES
     # the gallery: every accepted image embedded, each caption style, facts with verdicts
     assert text.count('<div class="example">') == SAMPLES
     assert text.count("data:image/jpeg;base64,") == SAMPLES
