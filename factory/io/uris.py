@@ -24,10 +24,21 @@ def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+# S3 throttles in bursts (503 SlowDown) under many parallel readers and writers: more
+# patience than the AWS SDK's default of 3 attempts, with its exponential backoff.
+S3_MAX_ATTEMPTS = 10
+
+
 @functools.lru_cache(maxsize=16)
 def _s3_filesystem(bucket: str) -> pafs.FileSystem:
-    filesystem, _ = pafs.FileSystem.from_uri(f"s3://{bucket}")
-    return filesystem
+    located, _ = pafs.FileSystem.from_uri(f"s3://{bucket}")  # asks S3 for the bucket's region
+    return pafs.S3FileSystem(
+        region=located.region,
+        # what from_uri takes from the environment, which the constructor does not read
+        endpoint_override=os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL"),
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS),
+    )
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -12,6 +12,7 @@ and passed through without being run again.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 from factory import records
 
 LEDGER_PREFIX = "factory-crash-ledger-"
+LEDGER_PATIENCE_SECONDS = 120
 REASON = "worker_crashed"
 
 
@@ -59,6 +61,9 @@ def start_ledger(run_id: str) -> Any:
             get_if_exists=True,
             num_cpus=0,
             scheduling_strategy=strategy,
+            # restarted elsewhere if its node goes (empty: suspects are then found again)
+            max_restarts=-1,
+            max_task_retries=-1,
         )
         .remote()
     )
@@ -83,10 +88,9 @@ class CrashGuardedStage:
         self.name, self.max_crashes = name, max_crashes
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        import ray
 
         uris = batch.column("uri").to_pylist()
-        earlier = ray.get(self.ledger.begin.remote(self.name, uris))
+        earlier = self._ask("begin", uris)
         if not any(earlier):
             out = self.stage(batch)
             self.ledger.finish.remote(self.name, uris)
@@ -97,14 +101,30 @@ class CrashGuardedStage:
         rest = [i for i in range(batch.num_rows) if i not in set(suspects)]
         # a suspect is charged only for a death while it runs alone
         waiting = [uris[i] for i in suspects]
-        ray.get(self.ledger.restore.remote(self.name, waiting, [earlier[i] for i in suspects]))
+        self._ask("restore", waiting, [earlier[i] for i in suspects])
         parts = [(rest, self.stage(batch.take(rest)))] if rest else []
         for position in suspects:
-            ray.get(self.ledger.begin.remote(self.name, [uris[position]]))
+            self._ask("begin", [uris[position]])
             parts.append(([position], self.stage(batch.take([position]))))
-            ray.get(self.ledger.finish.remote(self.name, [uris[position]]))
+            self._ask("finish", [uris[position]])
         self.ledger.finish.remote(self.name, uris)
         return _in_original_order(parts)
+
+    def _ask(self, method: str, *args: Any) -> Any:
+        """A ledger call, waiting out a lost connection: when a node dies, its workers'
+        calls fail before the workers themselves are killed, and an exception here would
+        fail the run as a user error instead of letting Ray retry the batch elsewhere."""
+        import ray
+        from ray.exceptions import ActorUnavailableError
+
+        deadline = time.monotonic() + LEDGER_PATIENCE_SECONDS
+        while True:
+            try:
+                return ray.get(getattr(self.ledger, method).remote(self.name, *args))
+            except ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
 
 def _reject(batch: pa.Table, crashed: list[bool], stage: str, max_crashes: int) -> pa.Table:

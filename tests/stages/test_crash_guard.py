@@ -9,9 +9,9 @@ from PIL import Image
 
 from factory.cli import main, samples_dir
 from factory.io.outputs import read_output
-from tests.crashing_engine import CAPTION, POISON_SIZE
+from tests.drill_engines import CAPTION, POISON_SIZE
 
-CRASHING = "tests.crashing_engine:CrashingEngine"
+CRASHING = "tests.drill_engines:CrashingEngine"
 
 
 def test_a_record_that_kills_the_actor_is_rejected_and_the_rest_captioned(tmp_path, ray_local):
