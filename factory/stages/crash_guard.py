@@ -88,7 +88,6 @@ class CrashGuardedStage:
         self.name, self.max_crashes = name, max_crashes
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-
         uris = batch.column("uri").to_pylist()
         earlier = self._ask("begin", uris)
         if not any(earlier):
@@ -98,7 +97,7 @@ class CrashGuardedStage:
         crashed = [n >= self.max_crashes for n in earlier]
         batch = _reject(batch, crashed, self.name, self.max_crashes)
         suspects = [i for i, n in enumerate(earlier) if 0 < n < self.max_crashes]
-        rest = [i for i in range(batch.num_rows) if i not in set(suspects)]
+        rest = sorted(set(range(batch.num_rows)) - set(suspects))
         # a suspect is charged only for a death while it runs alone
         waiting = [uris[i] for i in suspects]
         self._ask("restore", waiting, [earlier[i] for i in suspects])

@@ -38,3 +38,15 @@ def test_a_record_that_kills_the_actor_is_rejected_and_the_rest_captioned(tmp_pa
     assert "died 2 times" in rejected[0]["detail"]
     captions = read_output(str(out), "captions").column("caption_detailed").to_pylist()
     assert captions == [CAPTION] * 6  # the poison's batch-mates were captioned, once each
+
+
+def test_the_ledger_charges_only_attempts_that_never_finished():
+    from factory.stages.crash_guard import CrashLedger
+
+    ledger = CrashLedger()
+    assert ledger.begin("caption", ["a", "b"]) == [0, 0]
+    ledger.finish("caption", ["a"])  # b's attempt died with its process
+    assert ledger.begin("caption", ["a", "b"]) == [0, 1]
+    assert ledger.begin("ocr", ["b"]) == [0]  # counted per stage
+    ledger.restore("caption", ["b"], [1])  # b waits to run alone: not charged meanwhile
+    assert ledger.begin("caption", ["b"]) == [1]
