@@ -277,6 +277,10 @@ def main(argv: list[str]) -> int:
     small, large = runs[0], runs[-1]
     per_image = (large["seconds"] / large["images"]) / (small["seconds"] / small["images"])
     print(f"per-image time {large['images']} vs {small['images']}: {per_image:.2f}x (linear: 1.0)")
+    if large["images"] > small["images"]:
+        # the extra images' cost: fixed start-up costs (executor, actors, workers) cancel out
+        extra = (large["seconds"] - small["seconds"]) / (large["images"] - small["images"])
+        print(f"marginal ms/image beyond the first {small['images']}: {1000 * extra:.2f}")
     for key in ("driver_rss", "workers_rss", "tree_pss"):
         print(f"peak {key} ratio: {large['peaks'][key] / small['peaks'][key]:.2f}x (flat: 1.0)")
     if args.json:
