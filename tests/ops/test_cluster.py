@@ -61,20 +61,16 @@ def test_ray_accepts_the_cluster_config():
     for name, spec in worker_types(prepared).items():
         assert 0 <= spec["min_workers"] <= spec["max_workers"] <= prepared["max_workers"], name
     assert prepared["idle_timeout_minutes"] > 0
-    assert (
-        sum(spec["max_workers"] for spec in worker_types(prepared).values())
-        <= (prepared["max_workers"])
-    )
+    most = sum(spec["max_workers"] for spec in worker_types(prepared).values())
+    assert most <= prepared["max_workers"]  # every type can reach its own maximum
 
 
 def test_nothing_is_installed_or_cloned_at_boot():
     # prepare_config merges Ray's AWS defaults, whose setup_commands `pip install -U ray`
     # unless cluster.yaml replaces them: check the merged commands, not the file
     prepared = _prepared()
-    keys = [k for k in prepared if k.endswith("_commands")]
-    commands = [c for k in keys for c in prepared[k]]
-    commands += [c for t in prepared["available_node_types"].values() for k in t if
-                 k.endswith("_commands") for c in t[k]]  # fmt: skip
+    sections = [prepared, *prepared["available_node_types"].values()]
+    commands = [c for d in sections for k, v in d.items() if k.endswith("_commands") for c in v]
     offending = [c for c in commands if FORBIDDEN_AT_BOOT.search(c)]
     assert not offending
     assert prepared["setup_commands"] == prepared["worker_setup_commands"] == []
