@@ -92,14 +92,16 @@ def _summary(stats: RunStats) -> str:
         ("wall seconds", run.get("wall_seconds")),
         ("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))),
     ]
-    notes = [f'<p class="note">{html.esc(note)}</p>' for note in run.get("notes", [])]
-    skipped = run.get("skipped_stages", {})
-    notes += [
-        f'<p class="note">skipped {html.esc(k)}: {html.esc(v)}</p>' for k, v in skipped.items()
-    ]
+    notes = list(run.get("notes", []))
+    # run.json's notes already name the skipped stages of newer runs
+    for stage, why in run.get("skipped_stages", {}).items():
+        if not any(note.startswith(f"skipped {stage}:") for note in notes):
+            notes.append(f"skipped {stage}: {why}")
     if not run:
-        notes.append('<p class="note">run.json is missing: counts come from the shards.</p>')
-    return html.section("summary", "Summary", html.table(["", ""], rows), *notes)
+        notes.append("run.json is missing: counts come from the shards.")
+    items = "".join(f"<li>{html.esc(note)}</li>" for note in notes)
+    notes_html = f'<ul class="note">{items}</ul>' if items else ""
+    return html.section("summary", "Summary", html.table(["field", "value"], rows), notes_html)
 
 
 def _counts(summary: dict) -> str:
@@ -216,8 +218,18 @@ def _diversity(diversity: dict, sample: int) -> str:
         f"<p>Over the first {sample} accepted images: per image across its caption styles, "
         "and per style across images (semantic diversity only when an embedder is "
         "configured).</p>",
-        html.table(["scope", *names], rows),
+        html.table(["scope", *(DIVERSITY_LABELS[name] for name in names)], rows),
     )
+
+
+DIVERSITY_LABELS = {
+    "captions": "captions",
+    "type_token_ratio": "TTR",
+    "corpus_type_token_ratio": "TTR, pooled",
+    "edit_distance_chars": "edit distance (chars)",
+    "edit_distance_words": "edit distance (words)",
+    "semantic_diversity": "semantic",
+}
 
 
 def _hallucination(scores: dict) -> str:
