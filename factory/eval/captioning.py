@@ -156,7 +156,10 @@ def _rouge_score_metrics(
 ) -> None:
     from rouge_score.rouge_scorer import RougeScorer
 
-    scorer = RougeScorer([ROUGE_SCORE[name] for name in names], use_stemmer=stemmer)
+    from factory.eval.rouge_tokens import MemoRougeTokenizer
+
+    types = [ROUGE_SCORE[name] for name in names]
+    scorer = RougeScorer(types, tokenizer=MemoRougeTokenizer(stemmer))
     totals = dict.fromkeys(names, 0.0)
     for key in ids:
         # rougeLsum takes sentences one per line

@@ -141,3 +141,22 @@ def test_pairs_are_counted_and_bad_requests_refused():
         score_captions({"a": "x"}, {"a": ["x"]}, ["SPICE"])
     with pytest.raises(ValueError, match="no image id"):
         score_captions({"a": "x"}, {"b": ["x"]})
+
+
+def test_rouge_with_memoised_tokens_equals_rouge_score_defaults():
+    from rouge_score.rouge_scorer import RougeScorer
+
+    from factory.eval.captioning import sentence_lines
+
+    for stemmer in (True, False):
+        ours = score_captions_detailed(
+            PREDICTIONS, REFERENCES, ["ROUGE-1", "ROUGE-2", "ROUGE-Lsum"], rouge_stemmer=stemmer
+        )
+        plain = RougeScorer(["rouge1", "rouge2", "rougeLsum"], use_stemmer=stemmer)
+        for key in PREDICTIONS:
+            targets = [sentence_lines(ref) for ref in REFERENCES[key]]
+            expected = plain.score_multi(targets, sentence_lines(PREDICTIONS[key]))
+            got = ours.per_image[key]
+            assert got["ROUGE-1"] == expected["rouge1"].fmeasure
+            assert got["ROUGE-2"] == expected["rouge2"].fmeasure
+            assert got["ROUGE-Lsum"] == expected["rougeLsum"].fmeasure
