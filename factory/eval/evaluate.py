@@ -62,7 +62,17 @@ def evaluate_captions(
     if tokenizer == "ptb-python" and JAVA_METRICS & set(metrics):
         metrics = [name for name in metrics if name not in JAVA_METRICS]
         notes.append(f"no Java: left out {sorted(JAVA_METRICS)}; PTB tokens from the Python port")
-    scores = score_captions_detailed(predicted, gold, metrics, tokenizer, config.rouge_stemmer)
+    try:
+        scores = score_captions_detailed(predicted, gold, metrics, tokenizer, config.rouge_stemmer)
+    except (OSError, RuntimeError) as error:
+        if config.tokenizer != "auto" or tokenizer != "ptb-java":
+            raise
+        # auto picked Java because one is on PATH, but it could not run (a read-only
+        # pycocoevalcap folder, a broken JVM): score what needs no Java, and say so
+        tokenizer = "ptb-python"
+        metrics = [name for name in metrics if name not in JAVA_METRICS]
+        notes.append(f"Java tokenizer failed ({error}); Python PTB port used, METEOR left out")
+        scores = score_captions_detailed(predicted, gold, metrics, tokenizer, config.rouge_stemmer)
     pairs = check_pairs(predicted, gold)
     if pairs["without_reference"] or pairs["without_prediction"]:
         notes.append(
@@ -73,7 +83,7 @@ def evaluate_captions(
     metrics_json = {
         "kind": "captions",
         "pairs": pairs,
-        "tokenizer": tokenizer,
+        "tokenizer": scores.tokenizer,
         "metrics": scores.corpus,
         "diversity": {
             "references_per_image": caption_diversity(gold, embed),

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Literal
 
 Tokenizer = Literal["ptb-java", "ptb-python"]
@@ -110,11 +113,33 @@ def _keeps_period(word: str, last: bool) -> bool:
 
 
 def java_ptb_tokens(captions: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """pycocoevalcap's own PTBTokenizer (Stanford CoreNLP 3.4.1 on a JVM), one call."""
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+    """Stanford PTBTokenizer (the CoreNLP 3.4.1 jar pycocoevalcap ships) on a JVM.
 
-    keyed = {key: [{"caption": text} for text in texts] for key, texts in captions.items()}
-    return PTBTokenizer().tokenize(keyed)
+    The command line and the punctuation filter are pycocoevalcap's; run here instead of
+    through its wrapper because that one writes its input file into the installed package
+    (fails where site-packages is read-only) and ignores the JVM's exit status (a broken
+    Java turns into silently missing captions).
+    """
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    jar = Path(ptbtokenizer.__file__).with_name(ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR)
+    keys = [key for key, texts in captions.items() for _ in texts]
+    lines = "\n".join(text.replace("\n", " ") for texts in captions.values() for text in texts)
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "captions.txt"
+        source.write_text(lines, encoding="utf-8")
+        command = ["java", "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer"]
+        command += ["-preserveLines", "-lowerCase", str(source)]
+        done = subprocess.run(command, capture_output=True, check=False)
+    output = done.stdout.decode("utf-8").split("\n")
+    if done.returncode != 0 or len(output) < len(keys):
+        detail = done.stderr.decode("utf-8", "replace").strip()[-300:]
+        raise RuntimeError(f"Stanford PTBTokenizer (java) failed ({done.returncode}): {detail}")
+    tokens: dict[str, list[str]] = {key: [] for key in captions}
+    for key, line in zip(keys, output, strict=False):
+        kept = [word for word in line.rstrip().split(" ") if word not in PUNCTUATIONS]
+        tokens[key].append(" ".join(kept))
+    return tokens
 
 
 def tokenize_captions(

@@ -97,3 +97,22 @@ def test_predictions_without_references_are_refused(tmp_path, capsys):
     predictions = write_jsonl(tmp_path / "p.jsonl", [{"image_id": "a", "caption": "x"}])
     assert main(["eval", "--predictions", predictions]) == 2
     assert "--references" in capsys.readouterr().err
+
+
+def test_auto_tokenizer_falls_back_when_java_cannot_run(tmp_path, monkeypatch, capsys):
+    broken = tmp_path / "bin"
+    broken.mkdir()
+    (broken / "java").write_text("#!/bin/sh\nexit 1\n")
+    (broken / "java").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{broken}:{__import__('os').environ['PATH']}")
+    predictions = write_jsonl(tmp_path / "p.jsonl", [{"image_id": "a", "caption": "A red horse."}])
+    references = write_jsonl(tmp_path / "r.jsonl", [{"image_id": "a", "caption": "A red horse."}])
+    out = tmp_path / "out"
+    args = ["eval", "--predictions", predictions, "--references", references, "--out", str(out)]
+    assert main([*args, *NO_EMBEDDER]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tokenizer"] == "ptb-python" and "METEOR" not in metrics["metrics"]
+    assert metrics["metrics"]["BLEU-1"] == pytest.approx(1.0, abs=1e-6)
+    assert "Java tokenizer failed" in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match=r"PTBTokenizer \(java\) failed"):
+        main([*args, *NO_EMBEDDER, "--set", "tokenizer=ptb-java"])
