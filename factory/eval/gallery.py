@@ -1,4 +1,4 @@
-"""Example images for the report: which rows to show, and their thumbnails as data URIs.
+"""The report's examples: thumbnails as data URIs and the gallery section's HTML.
 
 Images come from the run's own normalised `image` column (read only for the chosen rows,
 shard by shard) or, for `factory eval --images`, from files named after the image ids.
@@ -15,6 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from PIL import Image
 
+from factory.eval import html
 from factory.io import outputs, uris
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -61,6 +62,55 @@ def folder_images(root: str, ids: Iterable[str]) -> dict[str, bytes]:
         if info.type == pafs.FileType.File and dot and f".{suffix.lower()}" in IMAGE_SUFFIXES:
             by_stem[stem] = uris.join(root, info.base_name)
     return {key: uris.read_bytes(by_stem[key]) for key in ids if key in by_stem}
+
+
+def run_gallery(examples: list[dict], columns: list[str], images: dict[str, str]) -> str:
+    """The report's gallery section: each example's image, texts, facts, flags, QA, OCR."""
+    items = [_example(row, columns, images.get(row["uri"])) for row in examples]
+    intro = f"<p>{len(examples)} examples, lowest critic score first.</p>"
+    return html.section("gallery", "Gallery", intro, *items)
+
+
+def _example(row: dict, columns: list[str], thumbnail: str | None) -> str:
+    picture = html.image(thumbnail, row["uri"]) if thumbnail else "<p>(no image)</p>"
+    parts = [
+        f"<p><b>{html.esc(row['uri'])}</b> · category {html.esc(row.get('category') or '-')}"
+        f" · critic score {html.number(row.get('critic_score'))}</p>"
+    ]
+    for column in columns:
+        if row.get(column):
+            parts.append(
+                f'<h4>{html.esc(column)}</h4><p class="caption">{html.esc(row[column])}</p>'
+            )
+    checks = row.get("fact_checks") or []
+    if checks:
+        facts = "".join(
+            f'<li class="{html.esc(c.get("verdict") or "unparsed")}">'
+            f"{html.esc(c.get('fact'))} — <b>{html.esc(c.get('verdict') or 'unparsed')}</b>"
+            f"{': ' + html.esc(c.get('reason')) if c.get('reason') else ''}</li>"
+            for c in checks
+        )
+        parts.append(f"<h4>facts</h4><ul>{facts}</ul>")
+    flags = row.get("health_flags") or []
+    if flags:
+        spans = "".join(
+            f'<span class="flag">{html.esc(f["rule"])} ({html.esc(f["field"])})</span>'
+            for f in flags
+        )
+        parts.append(f"<h4>health flags</h4><p>{spans}</p>")
+    if row.get("qa"):
+        pairs = "".join(
+            f"<li>[{html.esc(p.get('category'))}] {html.esc(p.get('question'))} → "
+            f"{html.esc(p.get('answer'))}</li>"
+            for p in row["qa"]
+        )
+        parts.append(f"<h4>questions</h4><ul>{pairs}</ul>")
+    if row.get("ocr_text"):
+        parts.append(f'<h4>OCR</h4><p class="caption">{html.esc(row["ocr_text"])}</p>')
+    if row.get("tags"):
+        tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["tags"])
+        parts.append(f"<h4>tags</h4><p>{html.esc(tags)}</p>")
+    return f'<div class="example">{picture}<div class="text">{"".join(parts)}</div></div>'
 
 
 def _array(values: set[str]):

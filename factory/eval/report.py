@@ -12,7 +12,7 @@ from collections import Counter
 from factory.eval import html, plots
 from factory.eval.config import AUTOMATIC_REPORT, EvalConfig
 from factory.eval.diversity import Embed
-from factory.eval.gallery import run_thumbnails
+from factory.eval.gallery import run_gallery, run_thumbnails
 from factory.eval.run_stats import RunStats, load_run, summarise
 from factory.io import uris
 
@@ -78,7 +78,7 @@ def run_report_html(
     if "hallucination" in summary:
         body.append(_hallucination(summary["hallucination"]))
     body.extend(extra_sections)
-    body.append(_gallery(stats, examples, images))
+    body.append(run_gallery(examples, stats.text_columns, images))
     return html.page(title, body)
 
 
@@ -251,51 +251,3 @@ def _hallucination(scores: dict) -> str:
         "objects; CHAIR_s: captions with one; coverage: expert objects mentioned.</p>",
         html.table(["caption", "judged", "CHAIR_i", "CHAIR_s", "coverage", "unsupported"], rows),
     )
-
-
-def _gallery(stats: RunStats, examples: list[dict], images: dict[str, str]) -> str:
-    items = [_example(row, stats.text_columns, images.get(row["uri"])) for row in examples]
-    intro = f"<p>{len(examples)} examples, lowest critic score first.</p>"
-    return html.section("gallery", "Gallery", intro, *items)
-
-
-def _example(row: dict, columns: list[str], thumbnail: str | None) -> str:
-    picture = html.image(thumbnail, row["uri"]) if thumbnail else "<p>(no image)</p>"
-    parts = [
-        f"<p><b>{html.esc(row['uri'])}</b> · category {html.esc(row.get('category') or '-')}"
-        f" · critic score {html.number(row.get('critic_score'))}</p>"
-    ]
-    for column in columns:
-        if row.get(column):
-            parts.append(
-                f'<h4>{html.esc(column)}</h4><p class="caption">{html.esc(row[column])}</p>'
-            )
-    checks = row.get("fact_checks") or []
-    if checks:
-        facts = "".join(
-            f'<li class="{html.esc(c.get("verdict") or "unparsed")}">'
-            f"{html.esc(c.get('fact'))} — <b>{html.esc(c.get('verdict') or 'unparsed')}</b>"
-            f"{': ' + html.esc(c.get('reason')) if c.get('reason') else ''}</li>"
-            for c in checks
-        )
-        parts.append(f"<h4>facts</h4><ul>{facts}</ul>")
-    flags = row.get("health_flags") or []
-    if flags:
-        spans = "".join(
-            f'<span class="flag">{html.esc(f["rule"])} ({html.esc(f["field"])})</span>'
-            for f in flags
-        )
-        parts.append(f"<h4>health flags</h4><p>{spans}</p>")
-    if row.get("qa"):
-        pairs = "".join(
-            f"<li>[{html.esc(p.get('category'))}] {html.esc(p.get('question'))} → "
-            f"{html.esc(p.get('answer'))}</li>"
-            for p in row["qa"]
-        )
-        parts.append(f"<h4>questions</h4><ul>{pairs}</ul>")
-    if row.get("ocr_text"):
-        parts.append(f'<h4>OCR</h4><p class="caption">{html.esc(row["ocr_text"])}</p>')
-    if row.get("tags"):
-        tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["tags"])
-        parts.append(f"<h4>tags</h4><p>{html.esc(tags)}</p>")
-    return f'<div class="example">{picture}<div class="text">{"".join(parts)}</div></div>'
