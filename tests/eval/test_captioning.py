@@ -160,3 +160,12 @@ def test_rouge_with_memoised_tokens_equals_rouge_score_defaults():
             assert got["ROUGE-1"] == expected["rouge1"].fmeasure
             assert got["ROUGE-2"] == expected["rouge2"].fmeasure
             assert got["ROUGE-Lsum"] == expected["rougeLsum"].fmeasure
+
+
+def test_an_empty_prediction_scores_zero_without_failing_the_batch():
+    # a training model early on often generates nothing
+    predictions = {"a": "", "b": "a horse"}
+    references = {"a": ["two boats"], "b": ["a horse in a field"]}
+    scores = score_captions_detailed(predictions, references)
+    assert scores.per_image["a"]["ROUGE-L"] == 0.0 and scores.per_image["a"]["CIDEr-D"] == 0.0
+    assert scores.per_image["a"]["ROUGE-1"] == 0.0 and scores.per_image["b"]["ROUGE-L"] > 0.0
