@@ -99,6 +99,18 @@ def _caption_sections(evaluation: Evaluation, images: dict[str, bytes], config: 
     columns.append("semantic_diversity")
     rows = [(scope, *(values.get(c) for c in columns)) for scope, values in diversity.items()]
     sections.append(html.section("diversity", "Diversity", html.table(["scope", *columns], rows)))
+    if "hallucination" in metrics:
+        scores = metrics["hallucination"]
+        names = ["judged", "chair_i", "chair_s", "coverage", "mentions"]
+        unsupported = ", ".join(f"{k} {v}" for k, v in scores["unsupported_objects"].items())
+        sections.append(
+            html.section(
+                "hallucination",
+                "Hallucination and coverage",
+                html.table(["measure", "value"], [(n, scores[n]) for n in names]),
+                f"<p>Most frequent unsupported objects: {html.esc(unsupported or 'none')}</p>",
+            )
+        )
     sections.append(_gallery(evaluation.examples, images, config))
     return sections
 

@@ -46,7 +46,29 @@ def evaluate_tables(
         return Evaluation("qa", {"kind": "qa", **result})
     predicted = caption_predictions(predictions, id_column, prediction_column)
     gold = caption_references(references, id_column, reference_column)
-    return evaluate_captions(predicted, gold, config, images or {}, embed)
+    evaluation = evaluate_captions(predicted, gold, config, images or {}, embed)
+    if {"tags", "objects"} & set(predictions.column_names):
+        evaluation.metrics["hallucination"] = _hallucination(
+            predictions, predicted, id_column, config
+        )
+    return evaluation
+
+
+def _hallucination(predictions, predicted: dict[str, str], id_column: str, config) -> dict:
+    """CHAIR and coverage of the predictions against the tags/boxes they carry (a run's
+    captions/ read as predictions has them)."""
+    from factory.eval.hallucination import build_lexicon, expert_objects, hallucination_scores
+
+    lexicon = build_lexicon(config.hallucination)
+    experts = {
+        str(row[id_column]): expert_objects(
+            row.get("tags"), row.get("objects"), lexicon, config.hallucination
+        )
+        for row in predictions.select(
+            [n for n in (id_column, "tags", "objects") if n in predictions.column_names]
+        ).to_pylist()
+    }
+    return hallucination_scores(predicted, experts, lexicon)
 
 
 def evaluate_captions(

@@ -116,3 +116,31 @@ def test_auto_tokenizer_falls_back_when_java_cannot_run(tmp_path, monkeypatch, c
     assert "Java tokenizer failed" in capsys.readouterr().out
     with pytest.raises(RuntimeError, match=r"PTBTokenizer \(java\) failed"):
         main([*args, *NO_EMBEDDER, "--set", "tokenizer=ptb-java"])
+
+
+def test_predictions_carrying_expert_tags_get_hallucination_scores(tmp_path):
+    tag = [{"label": "horse", "score": 0.4}, {"label": "field", "score": 0.3}]
+    predictions = pa.Table.from_pylist(
+        [
+            {"image_id": "a", "final_caption": "A horse and a dog in a field.", "tags": tag},
+            {"image_id": "b", "final_caption": "A horse.", "tags": tag[:1]},
+        ]
+    )
+    captions = tmp_path / "captions"
+    captions.mkdir()
+    pq.write_table(predictions, captions / "part-1.parquet")  # a folder of shards, as a run
+    references = write_jsonl(
+        tmp_path / "r.jsonl",
+        [
+            {"image_id": "a", "references": ["A horse in a field."]},
+            {"image_id": "b", "references": ["A horse."]},
+        ],
+    )
+    out = tmp_path / "out"
+    args = ["eval", "--predictions", str(captions), "--references", references, "--out", str(out)]
+    assert main([*args, "--prediction-column", "final_caption", *LIGHT, *NO_EMBEDDER]) == 0
+    scores = json.loads((out / "metrics.json").read_text())["hallucination"]
+    # a: horse, dog, field (dog unsupported); b: horse
+    assert scores["chair_i"] == pytest.approx(1 / 4) and scores["chair_s"] == pytest.approx(1 / 2)
+    assert scores["coverage"] == pytest.approx(3 / 3)
+    assert '<section id="hallucination">' in (out / "report.html").read_text()
