@@ -162,7 +162,7 @@ def main() -> None:
             }
         ],
     }
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     direct = DirectEngine(config, image)
     url = start(config)
     batch = config.model_deployment.max_batch_size

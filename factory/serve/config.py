@@ -109,10 +109,11 @@ class ModelDeploymentOptions(DeploymentOptions):
         8, ge=1, description="requests generated together in one engine call"
     )
     batch_wait_timeout_s: float = Field(
-        0.0,
+        0.005,
         ge=0,
-        description="how long a batch waits to fill before it runs; 0: it runs with what is "
-        "waiting, and under load the next batch fills while one generates",
+        description="how long a batch waits to fill before it runs: a lone request pays it "
+        "once; under load it lets batches fill (0 runs with what is waiting, which stays "
+        "little while a CPU engine holds the GIL and the replica's loop cannot take requests)",
     )
     max_adapters_per_replica: int = Field(
         4, ge=1, description="adapters kept loaded per replica; the least recently used leaves"

@@ -41,8 +41,10 @@ def build_http_api(server: ApiServer) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> dict[str, Any]:
-        return {"status": "ready", "models": server.config.served_models(), **await server.ready()}
+    async def readyz() -> dict[str, str]:
+        # unauthenticated like a probe must be: it says ready or not, nothing about the model
+        await server.ready()
+        return {"status": "ready"}
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def config():
 
 
 @pytest.fixture(scope="module")
-def app(ray_local, config):
+def app(serve_ray, config):
     with image_host(IMAGE) as host, running_app(config) as url:
         yield url, host
 
