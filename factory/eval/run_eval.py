@@ -29,6 +29,12 @@ def evaluate_files(args: argparse.Namespace, config: EvalConfig) -> int:
     from factory.eval.inputs import read_table
 
     predictions, references = read_table(args.predictions), read_table(args.references)
+    for name, table in (("predictions", predictions), ("references", references)):
+        if args.id_column not in table.column_names:
+            raise ValueError(
+                f"{name} have no {args.id_column!r} column (columns: {table.column_names}); "
+                "name the key with --id-column"
+            )
     ids = [str(key) for key in predictions.column(args.id_column).to_pylist()]
     images = folder_images(args.images, ids) if args.images else {}
     embed, why_not = load_embedder(config)

@@ -97,6 +97,9 @@ def test_predictions_without_references_are_refused(tmp_path, capsys):
     predictions = write_jsonl(tmp_path / "p.jsonl", [{"image_id": "a", "caption": "x"}])
     assert main(["eval", "--predictions", predictions]) == 2
     assert "--references" in capsys.readouterr().err
+    references = write_jsonl(tmp_path / "r.jsonl", [{"id": "a", "caption": "x"}])
+    assert main(["eval", "--predictions", predictions, "--references", references]) == 2
+    assert "references have no 'image_id' column" in capsys.readouterr().err
 
 
 def test_auto_tokenizer_falls_back_when_java_cannot_run(tmp_path, monkeypatch, capsys):
