@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from factory import records
 from factory.eval.cli import DEFAULT_OUT, print_table
 from factory.eval.config import EvalConfig
 from factory.eval.diversity import Embed
@@ -71,6 +72,8 @@ def evaluate_run(args: argparse.Namespace, config: EvalConfig) -> int:
     from factory.eval.report import write_run_report
     from factory.eval.run_stats import without_values
 
+    if not _is_run_output(args.run):
+        raise ValueError(f"{args.run} holds no run.json and no captions/rejected/duplicates shards")
     out = args.out or args.run
     embed, why_not = load_embedder(config)
     extra, against = (), None
@@ -108,6 +111,12 @@ def evaluate_run(args: argparse.Namespace, config: EvalConfig) -> int:
         qa = {k: v for k, v in against["qa"].items() if not isinstance(v, dict)}
         print_table(f"qa against {args.references}", qa)
     return 0
+
+
+def _is_run_output(output: str) -> bool:
+    if uris.size_of(uris.join(output, "run.json")) is not None:
+        return True
+    return any(outputs.shard_paths(output, folder)[1] for folder in records.OUTPUT_DIRS.values())
 
 
 def _write(out: str, metrics: dict, html_text: str) -> None:

@@ -147,3 +147,9 @@ def test_predictions_carrying_expert_tags_get_hallucination_scores(tmp_path):
     assert scores["chair_i"] == pytest.approx(1 / 4) and scores["chair_s"] == pytest.approx(1 / 2)
     assert scores["coverage"] == pytest.approx(3 / 3)
     assert '<section id="hallucination">' in (out / "report.html").read_text()
+
+
+def test_eval_run_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["eval", "--run", str(tmp_path / "nothing-here")]) == 2
+    assert "holds no run.json" in capsys.readouterr().err
+    assert not (tmp_path / "nothing-here").exists()
