@@ -84,10 +84,18 @@ def semantic_diversity(embeddings: np.ndarray) -> float | None:
     return float(1.0 - mean_pair)
 
 
+def fast_edit_distance() -> bool:
+    """Whether rapidfuzz is installed (without it, long captions' distances take seconds)."""
+    return _levenshtein() is not python_edit_distance
+
+
 def caption_diversity(
-    captions: Mapping[str, Sequence[str]], embed: Embed | None = None
+    captions: Mapping[str, Sequence[str]],
+    embed: Embed | None = None,
+    edit_distances: bool = True,
 ) -> dict[str, float | int | None]:
-    """Diversity averaged over images; semantic diversity only when `embed` is given."""
+    """Diversity averaged over images; semantic diversity only when `embed` is given, edit
+    distances only when `edit_distances`."""
     per_image = {key: [text for text in texts if text] for key, texts in captions.items()}
     per_image = {key: texts for key, texts in per_image.items() if texts}
     with_pairs = {key: texts for key, texts in per_image.items() if len(texts) >= 2}
@@ -99,13 +107,12 @@ def caption_diversity(
         "corpus_type_token_ratio": type_token_ratio(
             [text for texts in per_image.values() for text in texts]
         ),
-        "edit_distance_chars": _mean(
-            mean_pairwise_edit_distance(t, "char") for t in with_pairs.values()
-        ),
-        "edit_distance_words": _mean(
-            mean_pairwise_edit_distance(t, "word") for t in with_pairs.values()
-        ),
     }
+    if edit_distances:
+        for unit in ("char", "word"):
+            result[f"edit_distance_{unit}s"] = _mean(
+                mean_pairwise_edit_distance(t, unit) for t in with_pairs.values()
+            )
     if embed is not None:
         texts = [text for texts in with_pairs.values() for text in texts]
         vectors = embed(texts) if texts else np.zeros((0, 1), np.float32)

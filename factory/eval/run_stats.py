@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
-from factory.eval.diversity import Embed, caption_diversity
+from factory.eval.diversity import Embed, caption_diversity, fast_edit_distance
 from factory.eval.hallucination import (
     HallucinationConfig,
     HallucinationTally,
@@ -136,6 +136,8 @@ def _add_rows(
 def summarise(stats: RunStats, embed: Embed | None = None) -> dict:
     """The run's numbers; semantic diversity only with `embed` (it loads a model)."""
     run, sample, columns = stats.run, stats.sample, stats.text_columns
+    # all pairs of 100 long captions in pure Python would stall the run's report
+    edits = fast_edit_distance()
     counts = run.get("counts") or {
         "accepted": stats.accepted,
         "rejected": sum(stats.rejected_reasons.values()),
@@ -161,13 +163,14 @@ def summarise(stats: RunStats, embed: Embed | None = None) -> dict:
             "cannot_tell": stats.qa_cannot_tell,
         },
         "diversity_sample": len(sample),
+        "edit_distances": "computed" if edits else "left out: pip install rapidfuzz",
         "diversity": {
             "across_styles_per_image": caption_diversity(
-                {row["uri"]: [row.get(c) for c in columns] for row in sample}, embed
+                {row["uri"]: [row.get(c) for c in columns] for row in sample}, embed, edits
             ),
             **{
                 f"across_images_{column}": caption_diversity(
-                    {"all": [row[column] for row in sample if row.get(column)]}, embed
+                    {"all": [row[column] for row in sample if row.get(column)]}, embed, edits
                 )
                 for column in columns
             },

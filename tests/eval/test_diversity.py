@@ -110,3 +110,8 @@ def test_minilm_matches_sentence_transformers(minilm):
     reference = st.SentenceTransformer(packaged_minilm_path(), device="cpu")
     expected = reference.encode(UNRELATED + PARAPHRASES, normalize_embeddings=True)
     assert np.abs(minilm.embed(UNRELATED + PARAPHRASES) - expected).max() < 1e-5
+
+
+def test_edit_distances_can_be_left_out():
+    result = caption_diversity({"a": ["horse runs", "dog barks"]}, edit_distances=False)
+    assert "edit_distance_chars" not in result and result["type_token_ratio"] == 1.0
