@@ -141,3 +141,17 @@ def test_eval_run_against_caption_and_qa_references(caption_run, tmp_path, capsy
     scores = json.loads((out / "metrics.json").read_text())["against_references"]["qa"]
     assert scores["questions"] == 2 * SAMPLES and scores["exact_match"] == 1.0
     assert scores["unanswerable_abstention_rate"] == 1.0
+
+
+def test_a_report_that_cannot_be_written_does_not_fail_the_run(tmp_path, ray_local, capsys):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(f"{samples_dir()}/hokusai_great_wave.png", inputs / "wave.png")
+    output = tmp_path / "out"
+    (output / "report.html").mkdir(parents=True)  # a folder where the file must go
+    args = ["caption", "--input", str(inputs), "--output", str(output)]
+    assert main([*args, "--set", "caption=null", "--set", "ocr=null"]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: report.html not written: IsADirectoryError" in captured.err
+    assert "NOTE: report.html not written" in captured.out
+    assert json.loads((output / "run.json").read_text())["counts"]["accepted"] == 1
