@@ -3,6 +3,7 @@ report.html out, for captions (with images) and for museum QA."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import html5lib
@@ -13,6 +14,7 @@ from PIL import Image
 
 from factory.cli import main
 from factory.eval.captioning import LIGHT_METRICS, score_captions
+from tests.eval.browser import chromium_path, render
 from tests.eval.caption_fixture import CAPTION_SETS
 from tests.eval.test_vqa import CASES
 
@@ -60,6 +62,16 @@ def test_caption_metrics_from_jsonl_with_images(tmp_path, capsys):
     # gallery: lowest CIDEr-D first, so the unrelated img-47 comes before img-01
     assert report.count("data:image/jpeg;base64,") == 2
     assert report.index("<b>img-47</b>") < report.index("<b>img-01</b>")
+    if chromium_path() and importlib.util.find_spec("playwright"):
+        rendered = render(out / "report.html", chromium_path())
+        assert rendered.problems == [] and rendered.broken_images == []
+        assert rendered.section_ids == [
+            "summary",
+            "metrics",
+            "distributions",
+            "diversity",
+            "gallery",
+        ]
 
 
 def test_museum_qa_from_parquet(tmp_path, capsys):
