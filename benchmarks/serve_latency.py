@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.serve_latency [--sequential 100] [--load 640]
         [--concurrency 32] [--max-new-tokens 8] [--repeats 2] [--wait 60] [--access-log]
+        [--set KEY=VALUE ...]   (serving config overrides, e.g. the batch wait)
 
 App side: `factory.serve.app.start` on jobs/configs/serve_tiny_cpu.yaml (the builder
 `factory serve` uses), builtin://tiny-llava through the transformers engine, one model
@@ -63,7 +64,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def load_app_config(max_new_tokens: int, access_log: bool = False):
+def load_app_config(max_new_tokens: int, access_log: bool = False, extra: list[str] = ()):
     from factory.config import load_config
     from factory.serve.config import ServeConfig
 
@@ -74,6 +75,7 @@ def load_app_config(max_new_tokens: int, access_log: bool = False):
         f"http.access_log={str(access_log).lower()}",
         f"api_deployment.access_log={str(access_log).lower()}",
         f"model_deployment.access_log={str(access_log).lower()}",
+        *extra,
     ]
     return load_config(PRESET, overrides, model=ServeConfig)
 
@@ -135,6 +137,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--wait", type=float, default=60.0, help="most seconds to wait for quiet")
     parser.add_argument("--access-log", action="store_true", help="keep per-request logs on")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     args = parser.parse_args()
 
     import ray
@@ -142,7 +145,7 @@ def main() -> None:
 
     from factory.serve.app import start
 
-    config = load_app_config(args.max_new_tokens, args.access_log)
+    config = load_app_config(args.max_new_tokens, args.access_log, args.overrides)
     image = picture(7)
     body = {
         "model": config.model_name,
@@ -169,7 +172,8 @@ def main() -> None:
     n1 = args.sequential
     print(
         f"serve latency: {config.engine.model}, {args.max_new_tokens} new tokens, "
-        f"picture {len(image):,} bytes, replica batch {batch}, {os.cpu_count()} CPUs, "
+        f"picture {len(image):,} bytes, replica batch {batch} (waits "
+        f"{config.model_deployment.batch_wait_timeout_s * 1000:g} ms), {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
     # warm up both: first calls pay lazy initialisation
