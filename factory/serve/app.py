@@ -64,7 +64,7 @@ def start(config: ServeConfig) -> str:
         http_options={
             "host": config.http.host,
             "port": config.http.port,
-            "request_timeout_s": config.limits.request_timeout_s + 5.0,
+            "request_timeout_s": config.proxy_timeout_s(),
             "keep_alive_timeout_s": config.http.keep_alive_timeout_s,
         },
         logging_config={"enable_access_log": config.http.access_log},

@@ -263,3 +263,9 @@ class ServeConfig(Strict):
 
     def served_models(self) -> list[str]:
         return [self.model_name, *self.adapters]
+
+    def proxy_timeout_s(self) -> float:
+        """The HTTP proxy's own limit, above the longest request the app itself bounds (an
+        image fetch, then caption, facts, verdicts and rewrite calls), so the app's JSON
+        504 comes first."""
+        return self.url_fetch.timeout_s + 4 * self.limits.request_timeout_s + 5.0

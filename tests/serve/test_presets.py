@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from pydantic import ValidationError
 
 from factory.config import load_config
@@ -24,8 +25,12 @@ REPO_ROOT = CONFIGS.parents[1]
 
 
 def test_deploy_file_args_are_the_gpu_preset():
-    (deployed,) = check_serve_deploy_file(CONFIGS / "serve_deploy_gpu.yaml")
+    path = CONFIGS / "serve_deploy_gpu.yaml"
+    (deployed,) = check_serve_deploy_file(path)
     assert deployed == load_config(CONFIGS / "serve_gpu_vllm.yaml", model=ServeConfig)
+    # the proxy must not cut a request the app would still answer with its own JSON error
+    http_options = yaml.safe_load(path.read_text("utf-8"))["http_options"]
+    assert http_options["request_timeout_s"] >= deployed.proxy_timeout_s()
 
 
 def test_builder_applies_the_config_to_both_deployments():
