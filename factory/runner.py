@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import sys
 import time
@@ -144,8 +145,10 @@ def _stream(
     import ray
 
     if not ray.is_initialized():
+        # "local" unless told otherwise: a plain ray.init() would join whatever cluster a
+        # `ray start` on this machine left in /tmp/ray, which the config never asked for
         ray.init(
-            address=config.ray.address,
+            address=config.ray.address or os.environ.get("RAY_ADDRESS") or "local",
             num_cpus=config.ray.num_cpus,
             include_dashboard=config.ray.include_dashboard,
             log_to_driver=True,
@@ -175,8 +178,6 @@ def _consume(dataset: ray.data.Dataset, result: RunResult) -> None:
 
 def _fixed_size_cluster(config: CaptionRunConfig) -> bool:
     """A local Ray started by this process cannot grow; an autoscaling cluster can."""
-    import os
-
     return config.ray.address is None and not os.environ.get("RAY_ADDRESS")
 
 
