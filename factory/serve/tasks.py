@@ -12,12 +12,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from factory.models.engine import ChatRequest, GenerationParams
-from factory.prompts import PromptTemplate
+from factory.prompts import PromptTemplate, load_prompt
 from factory.prompts.fusion import auxiliary_block
 from factory.serve.config import ServeConfig
 from factory.serve.errors import ApiError
 from factory.serve.model_server import Generated
-from factory.serve.templates import load_template
 from factory.stages.critic import CONSISTENT, check
 from factory.stages.knowledge import knowledge_block
 from factory.stages.rewrite import needs_rewrite, verdict_lines
@@ -43,12 +42,12 @@ def lineage(served_as: str, generated: Generated, template: PromptTemplate) -> d
 class Tasks:
     def __init__(self, config: ServeConfig, generate: Generate):
         self.config, self.generate = config, generate
-        self.styles = {style: load_template(name) for style, name in config.styles.items()}
-        self.answer_template = load_template(config.qa_prompt)
+        self.styles = {style: load_prompt(name) for style, name in config.styles.items()}
+        self.answer_template = load_prompt(config.qa_prompt)
         loop = config.critic
-        self.decompose = load_template(loop.decompose_prompt)
-        self.judge = load_template(loop.critic_prompt)
-        self.rewrite = load_template(loop.rewrite_prompt)
+        self.decompose = load_prompt(loop.decompose_prompt)
+        self.judge = load_prompt(loop.critic_prompt)
+        self.rewrite = load_prompt(loop.rewrite_prompt)
         self.loop_model = loop.model or config.model_name
         self.loop_params = GenerationParams(max_new_tokens=loop.max_new_tokens)
 

@@ -30,6 +30,7 @@ FIELDS = {
     "decompose": {"caption"},
     "critic": {"fact", "caption"},
     "rewrite": {"caption", "verdicts"},
+    "serve_answer": {"question"},
 }
 
 
