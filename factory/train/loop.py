@@ -141,7 +141,9 @@ def train_loop(config_json: dict[str, Any]) -> None:
             "epoch": epoch + 1,
             "train_loss": sum(losses) / max(1, len(losses)),
             "val_loss": _validation_loss(model, trainable, config, split.validation, shift, device),
-            **_validation_metrics(model, engine, trainable, config, split.validation, device),
+            **_validation_metrics(
+                model, engine, trainable, config, split.validation, device, rank, world
+            ),
             "samples_per_s": seen * world / seconds if seconds else 0.0,
             "lr": scheduler.get_last_lr()[0],
             "trainable_parameters": trainable.trainable_parameters,
@@ -234,8 +236,9 @@ def _validation_loss(model, trainable, config, examples, shift, device) -> float
     return sum(losses) / len(examples)
 
 
-def _validation_metrics(model, engine, trainable, config, examples, device) -> dict[str, float]:
-    context = ray.train.get_context()
+def _validation_metrics(
+    model, engine, trainable, config, examples, device, rank: int, world: int
+) -> dict[str, float]:
     side, options = config.model.max_image_side, config.validation
     zero3 = engine is not None and engine.zero_optimization_stage() == 3
 
@@ -254,9 +257,7 @@ def _validation_metrics(model, engine, trainable, config, examples, device) -> d
 
     model.eval()
     try:
-        return validation_metrics(
-            generate, options, examples, context.get_world_rank(), context.get_world_size()
-        )
+        return validation_metrics(generate, options, examples, rank, world)
     finally:
         model.train()
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from pydantic import ValidationError
 
-from factory.cli import main
 from factory.train.deepspeed_config import DeepSpeedConfig
 from factory.train.distributed import even_shard
-from tests.train.test_trainer import caption_run  # noqa: F401 (a fixture)
+from tests.train.test_trainer import caption_run, train  # noqa: F401 (a fixture)
 
 SHAPE = {"batch_size": 2, "grad_accum": 3, "max_grad_norm": 0.5, "world": 4}
 
@@ -58,21 +55,15 @@ def test_two_workers_train_the_tiny_model_with_zero2(tmp_path, caption_run, ray_
     # The cache starts empty: both workers need the builtin model, and only local rank 0
     # may build it (transformers writes weights on global rank 0 alone)
     out = tmp_path / "model"
-    args = ["train", "--config", "jobs/configs/train_tiny_cpu.yaml"]
-    for value in (
+    metrics = train(
+        tmp_path,
         f"data.source={caption_run}",
-        f"output={out}",
-        f"storage={tmp_path / 'checkpoints'}",
-        f"model.cache_dir={tmp_path / 'cache'}",
         "optim.epochs=2",
         "scaling.num_workers=2",
         # Ray Train's controller needs a little CPU beside the workers on the 2-CPU Ray
         "scaling.cpus_per_worker=0.5",
         "deepspeed.stage=2",
-    ):
-        args += ["--set", value]
-    assert main(args) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    )
     epochs = metrics["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert "val_ROUGE-L" in epochs[-1]  # both ranks generated, rank 0 gathered and scored

@@ -36,26 +36,30 @@ def caption_run(tmp_path) -> str:
     return str(tmp_path / "run")
 
 
+def run_tiny_preset(*settings: str) -> None:
+    """`factory train` on the tiny preset with `--set` for each setting (later ones win)."""
+    args = ["train", "--config", "jobs/configs/train_tiny_cpu.yaml"]
+    for value in settings:
+        args += ["--set", value]
+    assert main(args) == 0
+
+
+def train(tmp_path, *overrides: str) -> dict:
+    """The tiny preset with output, checkpoints and cache under tmp_path; its metrics."""
+    out = tmp_path / "model"
+    run_tiny_preset(
+        f"output={out}",
+        f"storage={tmp_path / 'checkpoints'}",
+        f"model.cache_dir={tmp_path / 'cache'}",
+        *overrides,
+    )
+    return json.loads((out / "metrics.json").read_text())
+
+
 @pytest.mark.slow
 def test_tiny_preset_trains_lora_and_publishes_the_adapter(tmp_path, caption_run, ray_local):
     out = tmp_path / "model"
-    code = main(
-        [
-            "train",
-            "--config",
-            "jobs/configs/train_tiny_cpu.yaml",
-            "--set",
-            f"data.source={caption_run}",
-            "--set",
-            f"output={out}",
-            "--set",
-            f"storage={tmp_path / 'checkpoints'}",
-            "--set",
-            "model.cache_dir=" + str(tmp_path / "cache"),
-        ]
-    )
-    assert code == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = train(tmp_path, f"data.source={caption_run}")
     epochs = metrics["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
@@ -88,34 +92,17 @@ def test_data_checkpoints_and_model_on_s3(tmp_path, s3_bucket, ray_local):
     pq.write_table(table, local)
     s3.upload_file(str(local), s3_bucket, "run/captions/part-0.parquet")
     root = f"s3://{s3_bucket}"
-    args = ["train", "--config", "jobs/configs/train_tiny_cpu.yaml"]
-    for value in (
+    run_tiny_preset(
         f"data.source={root}/run",
         f"output={root}/models/tiny",
         f"storage={root}/checkpoints",
         f"model.cache_dir={tmp_path / 'cache'}",
         "optim.epochs=1",
-    ):
-        args += ["--set", value]
-    assert main(args) == 0
+    )
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]}
     for published in ("config.yaml", "metrics.json", "model/adapter_model.safetensors"):
         assert f"models/tiny/{published}" in keys
     assert any(k.startswith("checkpoints/tiny-cpu/") and k.endswith(".pt") for k in keys)
-
-
-def train(tmp_path, *overrides: str) -> dict:
-    out = tmp_path / "model"
-    args = ["train", "--config", "jobs/configs/train_tiny_cpu.yaml"]
-    for value in (
-        f"output={out}",
-        f"storage={tmp_path / 'checkpoints'}",
-        f"model.cache_dir={tmp_path / 'cache'}",
-        *overrides,
-    ):
-        args += ["--set", value]
-    assert main(args) == 0
-    return json.loads((out / "metrics.json").read_text())
 
 
 @pytest.mark.slow
