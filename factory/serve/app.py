@@ -80,19 +80,30 @@ def start(config: ServeConfig) -> str:
 
 
 def run_locally(config: ServeConfig) -> None:
-    """Serve until Ctrl-C (or SIGTERM), then delete the app gracefully and stop Serve."""
+    """Serve until Ctrl-C (or SIGTERM), then delete the app gracefully and stop Serve.
+
+    Both signals get explicit handlers: a shell starts background jobs with SIGINT ignored,
+    and Python then never turns Ctrl-C into KeyboardInterrupt, so a server started from a
+    script would ignore `kill -INT` forever. A second signal while stopping exits at once.
+    """
     from ray import serve
 
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise SystemExit(128 + signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         url = start(config)
         print(f"serving {config.served_models()} at {url} (Ctrl-C stops)", flush=True)
-        while not stop.wait(1.0):
+        while not stop.wait(1.0):  # a timed wait: the signal may land on another thread
             pass
-    except KeyboardInterrupt:
-        print("stopping: replicas finish their requests first", flush=True)
+        print("stopping: replicas finish their requests first (Ctrl-C again: now)", flush=True)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         serve.delete(config.app_name)
         serve.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -96,7 +96,15 @@ def test_factory_serve_runs_the_tiny_preset_until_interrupted(tmp_path):
         "model_deployment.num_cpus=0.5",
     ]
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below, after the process
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # started the way a script's background job is: with SIGINT ignored, which Python then
+    # leaves alone, so only the server's own handler can make Ctrl-C stop it
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -114,7 +122,10 @@ def test_factory_serve_runs_the_tiny_preset_until_interrupted(tmp_path):
         models = requests.get(f"{url}/v1/models", timeout=10).json()
         assert [m["id"] for m in models["data"]] == ["tiny-llava"]
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
+        try:
+            assert process.wait(timeout=60) == 0
+        except subprocess.TimeoutExpired:
+            raise AssertionError((tmp_path / "serve.log").read_text()[-3000:]) from None
     finally:
         if process.poll() is None:
             process.kill()
