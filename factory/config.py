@@ -43,6 +43,13 @@ class RayConfig(BaseModel):
         True, description="process in listing order, so 'first occurrence' in dedup is stable"
     )
     rows_per_block: int = Field(32, ge=1, description="inputs per block: the unit of parallelism")
+    max_input_blocks: int = Field(
+        512,
+        ge=1,
+        description="the listing enters Ray Data in at most this many blocks; past "
+        "rows_per_block x max_input_blocks inputs the blocks grow instead, which keeps the "
+        "driver's memory flat (it holds a few KB per block)",
+    )
     max_record_crashes: int = Field(
         2,
         ge=1,

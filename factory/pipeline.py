@@ -13,6 +13,7 @@ The dataset yields one small summary row per written batch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +107,8 @@ def apply(
     }
     if res.num_gpus:
         common["num_gpus"] = res.num_gpus
+    if res.custom_resources:
+        common["resources"] = dict(res.custom_resources)
     if res.compute == "actors" and guard is not None:
         guarded = {
             "stage": step.fn,
@@ -233,6 +236,21 @@ def check_fits(steps: list[StageStep], cpus: float, gpus: float) -> None:
         )
 
 
+def check_custom_resources(steps: list[StageStep], cluster: dict[str, float]) -> None:
+    """Refuse a stage whose custom resources (vlm_slot, ...) the fixed cluster cannot give."""
+    for step in steps:
+        res = step.resources
+        copies = _min_pool(res) if res.compute == "actors" else 1
+        for name, amount in res.custom_resources.items():
+            if copies * amount > cluster.get(name, 0.0):
+                raise ResourceError(
+                    f"stage {step.columns.stage!r} asks for {copies * amount:g} {name!r} but "
+                    f"this cluster has {cluster.get(name, 0.0):g}: that resource comes from a "
+                    f"cluster.yaml node type; drop {step.columns.stage}.resources."
+                    f"custom_resources to run here"
+                )
+
+
 def check_wiring(steps: list[StageStep]) -> None:
     """Every stage's needed columns come from the listing or an earlier stage."""
     available = set(records.LISTING_SCHEMA.names)
@@ -252,6 +270,15 @@ def captions_schema(steps: list[StageStep]) -> pa.Schema:
     return records.captions_schema(fields)
 
 
+def input_block_rows(inputs: int, config: CaptionRunConfig) -> int:
+    """Rows per input block: `rows_per_block`, grown so there are at most `max_input_blocks`.
+
+    The driver keeps tens of KB per block for the whole run (Ray Data's and Ray's own
+    bookkeeping, benchmarks/RESULTS.md §9), so the cap is what keeps its memory flat.
+    """
+    return max(config.ray.rows_per_block, math.ceil(inputs / config.ray.max_input_blocks))
+
+
 def build_caption_pipeline(
     config: CaptionRunConfig, steps: list[StageStep], listing: pa.Table, run_id: str
 ) -> ray.data.Dataset:
@@ -262,9 +289,15 @@ def build_caption_pipeline(
     """
     import ray.data
 
-    rows = config.ray.rows_per_block
-    blocks = [listing.slice(start, rows) for start in range(0, listing.num_rows, rows)]
-    dataset = ray.data.from_arrow(blocks)
+    from factory.io.listing_source import ListingDatasource
+
+    source = ListingDatasource(listing, input_block_rows(listing.num_rows, config))
+    dataset = ray.data.read_datasource(
+        source,
+        override_num_blocks=source.num_read_tasks(),
+        # the first stage's reservation, so Ray Data fuses reading the listing into its tasks
+        ray_remote_args={"num_cpus": steps[0].resources.num_cpus},
+    )
     guard = CrashGuard(run_id, config.ray.max_record_crashes)
     for step in steps:
         dataset = apply(dataset, step, guard)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import platform
 import sys
@@ -32,8 +33,10 @@ if TYPE_CHECKING:
 from factory.pipeline import (
     StageStep,
     build_caption_pipeline,
+    check_custom_resources,
     check_fits,
     engine_models,
+    input_block_rows,
     skipped_stages,
     stage_steps,
 )
@@ -65,6 +68,7 @@ class RunResult:
     counts: RunCounts
     rejected_reasons: Counter = field(default_factory=Counter)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    input_blocks: int = 0  # the listing entered Ray Data as this many blocks
     wall_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -103,24 +107,28 @@ def run_caption(config: CaptionRunConfig) -> RunResult:
     run_id = config.run_id or new_run_id()
     steps = stage_steps(config, resume_from=config.output)  # a bad plan fails before any work
     listing = list_inputs(config.input, tuple(e.lower() for e in config.extensions))
-    done = outputs.existing_uris(config.output)
-    table = listing.table
-    if done:
-        keep = pc.invert(pc.is_in(table.column("uri"), value_set=pa.array(sorted(done))))
-        table = table.filter(keep)
     result = RunResult(
         run_id=run_id, output=config.output, counts=RunCounts(), notes=_notes(config)
     )
-    result.counts.inputs = listing.table.num_rows
-    result.counts.skipped_existing = listing.table.num_rows - table.num_rows
+    result.counts.inputs, ignored_files = listing.table.num_rows, listing.ignored_files
+    table = _not_yet_written(listing.table, config.output)
+    del listing  # on a resume only what is left to do stays in the driver's memory
+    result.counts.skipped_existing = result.counts.inputs - table.num_rows
     if table.num_rows:
         _stream(config, steps, table, run_id, result)
     result.wall_seconds = time.perf_counter() - started
-    _record(config, listing.ignored_files, result)
+    _record(config, ignored_files, result)
     if not result.counts.balanced():
         raise InvariantError(f"inputs do not add up: {result.counts}")
     _write_report(config.output, result)
     return result
+
+
+def _not_yet_written(listing: pa.Table, output: str) -> pa.Table:
+    done = outputs.existing_uris(output)
+    if not done:
+        return listing
+    return listing.filter(pc.invert(pc.is_in(listing.column("uri"), pa.array(sorted(done)))))
 
 
 def _write_report(output: str, result: RunResult) -> None:
@@ -156,8 +164,10 @@ def _stream(
     if _fixed_size_cluster(config):
         total = ray.cluster_resources()
         check_fits(steps, total.get("CPU", 0.0), total.get("GPU", 0.0))
+        check_custom_resources(steps, total)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = config.ray.preserve_order
+    result.input_blocks = math.ceil(table.num_rows / input_block_rows(table.num_rows, config))
     ledger = start_ledger(run_id)  # the actor stages' crash ledger, for this run only
     try:
         _consume(build_caption_pipeline(config, steps, table, run_id), result)
@@ -191,6 +201,7 @@ def _record(config: CaptionRunConfig, ignored_files: int, result: RunResult) -> 
         "rejected_reasons": dict(result.rejected_reasons),
         "stage_seconds": {k: round(v, 4) for k, v in sorted(result.stage_seconds.items())},
         "wall_seconds": round(result.wall_seconds, 3),
+        "input_blocks": result.input_blocks,
         "ignored_files": ignored_files,
         "skipped_stages": skipped_stages(config),
         "notes": result.notes,

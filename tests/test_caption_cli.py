@@ -85,6 +85,16 @@ def test_mixed_folder_every_input_accounted_for_and_captioned(tmp_path, capsys, 
     assert outcomes(output) == expected_by_uri(tmp_path / "in", expected)
 
 
+def test_few_large_input_blocks_account_for_every_input(tmp_path, capsys, ray_local):
+    expected = imagegen.write_mixed_folder(tmp_path / "in")
+    output = str(tmp_path / "out")
+    cap = ["--set", "ray.rows_per_block=1", "--set", "ray.max_input_blocks=2"]
+    run, _ = run_cli(capsys, str(tmp_path / "in"), output, *NO_MODELS, *FLAG_ONLY, *cap)
+
+    assert run["input_blocks"] == 2 < len(expected)
+    assert outcomes(output) == expected_by_uri(tmp_path / "in", expected)
+
+
 def test_manifest_carries_catalogue_and_rejects_at_read(tmp_path, capsys, ray_local):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "wave.jpg").write_bytes(imagegen.jpeg(300, 200, seed=11))
@@ -162,13 +172,22 @@ def test_bad_input_uri_is_a_clear_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad", ["caption.resources.num_gpus=1", "caption.resources.num_cpus=2"])
-def test_plans_that_cannot_fit_the_cluster_are_refused_not_hung(tmp_path, capsys, ray_local, bad):
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("caption.resources.num_gpus=1", "the stages need"),
+        ("caption.resources.num_cpus=2", "the stages need"),
+        ("caption.resources.custom_resources={vlm_slot: 1}", "asks for 1 'vlm_slot'"),
+    ],
+)
+def test_plans_that_cannot_fit_the_cluster_are_refused_not_hung(
+    tmp_path, capsys, ray_local, bad, why
+):
     (tmp_path / "a.jpg").write_bytes(imagegen.jpeg(100, 100, seed=1))
     output = str(tmp_path / "o")
     code = main(["caption", "--input", str(tmp_path), "--output", output, "--set", bad])
     assert code == 2
-    assert "the stages need" in capsys.readouterr().err
+    assert why in capsys.readouterr().err
 
 
 def test_first_in_listing_order_is_kept_even_when_a_copy_is_ready_first(

@@ -6,6 +6,7 @@ from factory.pipeline import (
     StageStep,
     check_fits,
     check_wiring,
+    input_block_rows,
     skipped_stages,
     stage_steps,
 )
@@ -95,3 +96,11 @@ def test_actor_reservations_that_starve_tasks_are_refused():
     gpu = StageStep(CaptionStage, {}, Resources(compute="actors", num_gpus=1), caption)
     with pytest.raises(ResourceError, match="GPUs"):
         check_fits([gpu], cpus=8, gpus=0)
+
+
+def test_input_blocks_are_capped_by_growing_them():
+    config = load_config(None, ["ray.rows_per_block=32", "ray.max_input_blocks=512"])
+    assert input_block_rows(7, config) == 32
+    assert input_block_rows(32 * 512, config) == 32
+    assert input_block_rows(100_000, config) == 196  # 511 blocks
+    assert input_block_rows(10_000_000, config) == 19532  # still 512 blocks

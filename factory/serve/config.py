@@ -49,6 +49,11 @@ class DeploymentOptions(Strict):
     )
     num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per replica")
     num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per replica")
+    custom_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources per replica, e.g. {vlm_slot: 1} for cluster.yaml's "
+        "gpu_vlm nodes",
+    )
     memory_bytes: int | None = Field(None, ge=1, description="memory reserved per replica")
     max_ongoing_requests: int = Field(
         16, ge=1, description="requests one replica works on at once (Serve's concurrency cap)"
@@ -81,6 +86,8 @@ class DeploymentOptions(Strict):
     def serve_options(self) -> dict[str, Any]:
         """Keyword arguments for `serve.deployment`; only the builder calls this."""
         actor: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.custom_resources:
+            actor["resources"] = dict(self.custom_resources)
         if self.memory_bytes is not None:
             actor["memory"] = self.memory_bytes
         if self.runtime_env:

@@ -44,6 +44,11 @@ class Resources(BaseModel):
     batch_size: int = Field(16, ge=1, description="rows per batch handed to the stage")
     num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per task or actor")
     num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per task or actor")
+    custom_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources per task or actor, e.g. {vlm_slot: 1}: cluster.yaml's "
+        "node types advertise vlm_slot (gpu_vlm) and train_slot (gpu_train) to pin a type",
+    )
 
 
 # Short CPU-bound tasks (read, decode, hash): half a CPU each, so on a 2-core machine two

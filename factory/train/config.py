@@ -65,6 +65,11 @@ class ScalingConfig(BaseModel):
     num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel)")
     use_gpu: bool = Field(False, description="one GPU per worker (NCCL); CPU workers use gloo")
     cpus_per_worker: float = Field(1, gt=0)
+    custom_resources_per_worker: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources per worker, e.g. {train_slot: 1} for cluster.yaml's "
+        "gpu_train nodes",
+    )
 
 
 class CheckpointOptions(BaseModel):

@@ -44,7 +44,10 @@ def build_trainer(config: TrainConfig):
         scaling_config=ray.train.ScalingConfig(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker},
+            resources_per_worker={
+                "CPU": scaling.cpus_per_worker,
+                **scaling.custom_resources_per_worker,
+            },
         ),
         run_config=ray.train.RunConfig(
             name=config.name,

@@ -54,6 +54,17 @@ def test_manifest_formats_carry_catalogue_and_resolve_relative_paths(tmp_path):
         assert table.column("reason")[1].as_py() == "missing_uri"
 
 
+def test_manifest_of_absolute_uris_is_trimmed_and_blank_rows_are_rejected(tmp_path):
+    csv_text = 'uri,title\n /data/a.jpg ,A\ns3://bucket/b.jpg,B\n"   ",C\n'
+    (tmp_path / "m.csv").write_text(csv_text)
+    table = list_inputs(str(tmp_path / "m.csv")).table
+    assert table.column("uri").to_pylist() == ["/data/a.jpg", "s3://bucket/b.jpg", ""]
+    assert table.column("status").to_pylist() == ["ok", "ok", "rejected"]
+    assert table.column("reason").to_pylist() == [None, None, "missing_uri"]
+    assert table.column("title").to_pylist() == ["A", "B", "C"]
+    assert table.column("input_index").to_pylist() == [0, 1, 2]
+
+
 def test_listing_errors_are_specific(tmp_path):
     with pytest.raises(ListingError, match="does not exist"):
         list_inputs(str(tmp_path / "nope"))

@@ -139,11 +139,12 @@ def test_gpus_only_on_gpu_types_and_labels_are_valid():
         validate_node_labels(spec["labels"])  # raises on a malformed key or value
 
 
-def _fits(cluster: dict, cpus: float, gpus: float) -> list[str]:
+def _fits(cluster: dict, cpus: float, gpus: float, custom: dict | None = None) -> list[str]:
+    asked = {"CPU": cpus, "GPU": gpus, **(custom or {})}
     return [
         name
         for name, spec in worker_types(cluster).items()
-        if spec["resources"].get("CPU", 0) >= cpus and spec["resources"].get("GPU", 0) >= gpus
+        if all(spec["resources"].get(key, 0) >= amount for key, amount in asked.items())
     ]
 
 
@@ -165,21 +166,30 @@ def test_every_preset_fits_a_node_type():
     for preset in sorted((ROOT / "jobs" / "configs").glob("*.yaml")):
         if preset.name.startswith("train_"):
             scaling = load_config(preset, model=TrainConfig).scaling
-            gpus = scaling.num_workers if scaling.use_gpu else 0
-            assert _fits(cluster, scaling.num_workers * scaling.cpus_per_worker, gpus), preset
+            workers = scaling.num_workers
+            gpus = workers if scaling.use_gpu else 0
+            slots = {k: workers * v for k, v in scaling.custom_resources_per_worker.items()}
+            fits = _fits(cluster, workers * scaling.cpus_per_worker, gpus, slots)
+            assert fits, preset
+            if gpus:
+                assert fits == ["gpu_train"], f"{preset.name}: trainers may take a VLM node"
             checked += 1
         elif preset.name.startswith("serve_") and not preset.name.startswith("serve_deploy_"):
             for name, deployment in _deployments(preset):
-                fits = _fits(cluster, deployment.num_cpus, deployment.num_gpus)
+                fits = _fits(
+                    cluster, deployment.num_cpus, deployment.num_gpus, deployment.custom_resources
+                )
                 assert fits, f"{preset.name}: {name} replicas fit no node type"
+                if deployment.num_gpus:
+                    assert fits == ["gpu_vlm"], f"{preset.name}: {name} may take a training GPU"
             checked += 1
         elif preset.name.startswith(("caption_", "scale_")):
             for step in stage_steps(load_config(preset), resume_from=None):
                 res = step.resources
-                fits = _fits(cluster, res.num_cpus, res.num_gpus)
+                fits = _fits(cluster, res.num_cpus, res.num_gpus, res.custom_resources)
                 assert fits, f"{preset.name}: {step.fn.__name__} fits no node type"
                 if res.num_gpus:
-                    assert set(fits) <= set(gpu_types(cluster))
+                    assert fits == ["gpu_vlm"], f"{preset.name}: {step.fn.__name__} may train"
             checked += 1
     assert checked >= 4
 
@@ -192,7 +202,8 @@ def test_fake_autoscaler_launches_the_node_type_a_stage_asks_for(tmp_path):
         # first alone: with only CPU asked for, the autoscaler must pick the CPU type
         {"io_stage": {"num_cpus": 0.5}},  # CHEAP_TASKS; the head advertises no CPU
         {
-            "vlm_stage": {"num_cpus": 2, "num_gpus": 1},  # caption_ultra_gpu's GPU actors
+            # caption_ultra_gpu's GPU actors
+            "vlm_stage": {"num_cpus": 2, "num_gpus": 1, "resources": {"vlm_slot": 1}},
             "trainer": {"num_cpus": 8, "num_gpus": 8, "resources": {"train_slot": 8}},
         },
     ]

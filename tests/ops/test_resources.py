@@ -27,6 +27,11 @@ def _requests(preset: str, overrides: list[str] = ()) -> dict[str, tuple]:
     }
 
 
+def _slots(preset: str) -> dict[str, dict[str, float]]:
+    steps = stage_steps(load_config(CONFIGS / preset), resume_from=None)
+    return {step.columns.stage: step.resources.custom_resources for step in steps}
+
+
 def test_no_module_outside_models_probes_the_hardware():
     # models/ may pick a device inside the worker that runs the model; nothing else may
     found = [
@@ -47,6 +52,9 @@ def test_cpu_preset_asks_for_no_gpu_and_gpu_preset_for_whole_gpus():
     assert {"caption", "qa", "expand", "decompose", "critic", "rewrite"} <= on_gpu
     assert all(gpu[stage][1] == 1 and gpu[stage][2] == (1, 8) for stage in on_gpu)
     assert all(gpu[stage][1] == 0 for stage in ("read", "validate", "dedup"))
+    slots = _slots("caption_ultra_gpu.yaml")
+    assert {stage for stage, asked in slots.items() if asked == {"vlm_slot": 1}} == on_gpu
+    assert not any(_slots("caption_default.yaml").values())
 
 
 def test_a_request_changes_only_through_config():

@@ -45,6 +45,7 @@ def test_builder_applies_the_config_to_both_deployments():
     assert model_options.autoscaling_config.target_ongoing_requests == 24
     assert model_options.graceful_shutdown_timeout_s == 60
     assert model._bound_deployment.ray_actor_options["num_gpus"] == 1
+    assert model._bound_deployment.ray_actor_options["resources"] == {"vlm_slot": 1}
     assert ingress._deployment_config.autoscaling_config.max_replicas == 4
     assert ingress.init_args[0] == config
     # building loads nothing: the vLLM model is only named here

@@ -46,10 +46,13 @@ def test_stage_counters_latencies_and_tokens_are_exported(tmp_path, ray_local):
         after = scrape(ray_local)
         return tuple(a - b for a, b in zip(after, before, strict=True))
 
-    # Ray's metrics agent exports every few seconds: wait for the last batch to land
+    # every worker process exports on its own clock, every few seconds: wait for the last
+    # one of each kind (tasks: validate; actors: caption) to land
     deadline = time.monotonic() + 60
     rows, batches, tokens = delta()
-    while rows[("caption", "ok")] < counts["accepted"] and time.monotonic() < deadline:
+    while time.monotonic() < deadline and (
+        rows[("validate", "in")] < counts["inputs"] or rows[("caption", "ok")] < counts["accepted"]
+    ):
         time.sleep(2)
         rows, batches, tokens = delta()
     assert rows[("validate", "in")] == counts["inputs"] == 7

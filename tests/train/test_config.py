@@ -1,6 +1,8 @@
-"""TrainConfig: the dtype a worker loads the base weights in."""
+"""TrainConfig: the dtype a worker loads the base weights in, and what a worker asks Ray for."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +28,13 @@ def config(**fields) -> TrainConfig:
 )
 def test_auto_dtype_follows_device_method_and_deepspeed(fields, device, dtype):
     assert config(**fields).load_dtype(device) == dtype
+
+
+def test_gpu_presets_ask_ray_train_for_a_training_node_per_worker():
+    from factory.config import load_config
+    from factory.train.trainer import build_trainer
+
+    preset = Path(__file__).parents[2] / "jobs" / "configs" / "train_peft_lora.yaml"
+    trainer = build_trainer(load_config(preset, model=TrainConfig))
+    asked = trainer.scaling_config._resources_per_worker_not_none
+    assert asked == {"CPU": 8, "GPU": 1, "train_slot": 1}  # cluster.yaml: gpu_train only
