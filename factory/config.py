@@ -47,8 +47,8 @@ class RayConfig(BaseModel):
         512,
         ge=1,
         description="the listing enters Ray Data in at most this many blocks; past "
-        "rows_per_block x max_input_blocks inputs the blocks grow instead, which keeps the "
-        "driver's memory flat (it holds a few KB per block)",
+        "rows_per_block x max_input_blocks inputs the blocks grow instead: the driver keeps "
+        "tens of KB of bookkeeping per block for the whole run",
     )
     max_record_crashes: int = Field(
         2,

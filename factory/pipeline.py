@@ -274,7 +274,7 @@ def input_block_rows(inputs: int, config: CaptionRunConfig) -> int:
     """Rows per input block: `rows_per_block`, grown so there are at most `max_input_blocks`.
 
     The driver keeps tens of KB per block for the whole run (Ray Data's and Ray's own
-    bookkeeping, benchmarks/RESULTS.md §9), so the cap is what keeps its memory flat.
+    bookkeeping, benchmarks/RESULTS.md §9), so the cap bounds that part of its memory.
     """
     return max(config.ray.rows_per_block, math.ceil(inputs / config.ray.max_input_blocks))
 
@@ -295,7 +295,7 @@ def build_caption_pipeline(
     dataset = ray.data.read_datasource(
         source,
         override_num_blocks=source.num_read_tasks(),
-        # the first stage's reservation, so Ray Data fuses reading the listing into its tasks
+        # the first stage's reservation, which check_fits has made room for beside the actors
         ray_remote_args={"num_cpus": steps[0].resources.num_cpus},
     )
     guard = CrashGuard(run_id, config.ray.max_record_crashes)
