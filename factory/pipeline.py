@@ -279,6 +279,10 @@ def input_block_rows(inputs: int, config: CaptionRunConfig) -> int:
     return max(config.ray.rows_per_block, math.ceil(inputs / config.ray.max_input_blocks))
 
 
+def input_blocks(inputs: int, config: CaptionRunConfig) -> int:
+    return math.ceil(inputs / input_block_rows(inputs, config))
+
+
 def build_caption_pipeline(
     config: CaptionRunConfig, steps: list[StageStep], listing: pa.Table, run_id: str
 ) -> ray.data.Dataset:
@@ -294,7 +298,7 @@ def build_caption_pipeline(
     source = ListingDatasource(listing, input_block_rows(listing.num_rows, config))
     dataset = ray.data.read_datasource(
         source,
-        override_num_blocks=source.num_read_tasks(),
+        override_num_blocks=input_blocks(listing.num_rows, config),
         # the first stage's reservation, which check_fits has made room for beside the actors
         ray_remote_args={"num_cpus": steps[0].resources.num_cpus},
     )

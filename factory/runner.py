@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
 import platform
 import sys
@@ -36,7 +35,7 @@ from factory.pipeline import (
     check_custom_resources,
     check_fits,
     engine_models,
-    input_block_rows,
+    input_blocks,
     skipped_stages,
     stage_steps,
 )
@@ -167,7 +166,7 @@ def _stream(
         check_custom_resources(steps, total)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = config.ray.preserve_order
-    result.input_blocks = math.ceil(table.num_rows / input_block_rows(table.num_rows, config))
+    result.input_blocks = input_blocks(table.num_rows, config)
     ledger = start_ledger(run_id)  # the actor stages' crash ledger, for this run only
     try:
         _consume(build_caption_pipeline(config, steps, table, run_id), result)

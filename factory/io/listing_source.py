@@ -8,7 +8,6 @@ business (`factory.pipeline.input_block_rows` caps it).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pyarrow as pa
@@ -22,9 +21,6 @@ class ListingDatasource(Datasource):
 
     def get_name(self) -> str:
         return "Listing"
-
-    def num_read_tasks(self) -> int:
-        return math.ceil(self._listing.num_rows / self._rows)
 
     def estimate_inmemory_data_size(self) -> int:
         return self._listing.nbytes
