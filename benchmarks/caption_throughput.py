@@ -81,6 +81,11 @@ def caption_config(args: argparse.Namespace, num_cpus: float, num_gpus: float) -
 
 
 def bare_loop(args: argparse.Namespace, images: list[bytes]) -> dict:
+    if args.actor_cpus:
+        import torch
+
+        # the actor's torch gets OMP_NUM_THREADS = its CPUs from Ray; the loop gets the same
+        torch.set_num_threads(int(args.actor_cpus))
     engine = load_engine(engine_config(args))
     prompt = load_prompt(STYLE["detailed"]).render(auxiliary="")
     params = GenerationParams(max_new_tokens=args.max_new_tokens)
@@ -124,7 +129,7 @@ def in_ray_data(args: argparse.Namespace, images: list[bytes]) -> dict:
 
     from factory.pipeline import StageStep, apply
 
-    cpus = ray.cluster_resources().get("CPU", 1)
+    cpus = args.actor_cpus or ray.cluster_resources().get("CPU", 1)
     config = caption_config(args, num_cpus=cpus, num_gpus=1 if args.device != "cpu" else 0)
     step = StageStep(
         TimedCaptionStage, {"config": config}, config.resources, CaptionStage.columns_for(config)
@@ -181,6 +186,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--actor-cpus", type=float, default=None, help="CPUs the actor reserves (default: all)"
+    )
     return parser.parse_args(argv)
 
 

@@ -1,7 +1,7 @@
 """The caption stage on a GPU: stage vs bare engine loop, with GPU busy time.
 
     python -m benchmarks.gpu_caption [--kind vllm|transformers] [--model DIR|builtin://...]
-        [--size 1b] [--images 256] [--batch-size 32] [--max-new-tokens 64]
+        [--size 1b] [--images 256] [--batch-size 32] [--max-new-tokens 64] [--actor-cpus 2]
 
 Same comparison as benchmarks/caption_throughput.py (steady-state images/s of a bare loop
 of `engine.generate` vs the caption stage) with the engine on the GPU. The stage runs in
@@ -121,6 +121,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--actor-cpus",
+        type=float,
+        default=2,
+        help="CPUs (so torch threads) of the actor and the loop; the GPU presets ask for 2",
+    )
     return parser.parse_args()
 
 
@@ -147,7 +153,7 @@ def main() -> None:
     runner = in_ray_data if with_ray else in_process_stage
     print(
         f"gpu caption: {args.images} images, batch {args.batch_size}, {args.max_new_tokens} "
-        f"new tokens, {args.kind} {args.model}"
+        f"new tokens, {args.kind} {args.model}, {args.actor_cpus:g} CPUs per side"
     )
     bare_loop(args, images[: args.batch_size])  # warm-up: CUDA context, kernels, caches
     loops, stages = [], []

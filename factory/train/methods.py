@@ -369,6 +369,12 @@ def _set_up_full(model: Any, method: MethodConfig, spec: _FamilySpec) -> None:
         _enable_checkpointing(model)
 
 
+def _has_float16_weights(model: Any) -> bool:
+    import torch
+
+    return any(param.dtype == torch.float16 for param in model.parameters())
+
+
 def _enable_checkpointing(model: Any) -> None:
     # Non-reentrant checkpointing needs no input that requires grad, so it also works when
     # the embeddings are frozen (adapters); the KV cache is useless while training.
@@ -396,8 +402,10 @@ def _wrap_peft(model: Any, family: str, method: MethodConfig, spec: _FamilySpec)
     # PEFT's causal-LM wrapper (generate, prompt learning) fits LLaVA; BLIP's forward and
     # generate take pixel_values first and need the plain wrapper.
     task_type = "CAUSAL_LM" if family == "llava" else None
-    if method.method == "qlora":
-        # Freezes the base, upcasts norms to float32, and wires checkpointing for k-bit.
+    if method.method == "qlora" and _has_float16_weights(model):
+        # PEFT's k-bit preparation casts every weight that is not 4-bit (vision tower,
+        # embeddings, lm_head) to float32, which float16 needs for stable training. bfloat16
+        # has float32's range, and the cast would cost a 7B LLaVA ~1.2 GB of GPU memory.
         model = prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=method.gradient_checkpointing,
