@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from factory import __version__, records
 from factory.config import CaptionRunConfig
+from factory.io.listing_spill import SpilledListing
 from factory.io.outputs import ShardWriter
 from factory.stages.base import Columns, MissingColumnsError, Resources
 from factory.stages.caption import CaptionStage
@@ -284,9 +285,10 @@ def input_blocks(inputs: int, config: CaptionRunConfig) -> int:
 
 
 def build_caption_pipeline(
-    config: CaptionRunConfig, steps: list[StageStep], listing: pa.Table, run_id: str
+    config: CaptionRunConfig, steps: list[StageStep], listing: SpilledListing, run_id: str
 ) -> ray.data.Dataset:
-    """Chain `steps` (from `stage_steps`) over the listing, ending in the shard writer.
+    """Chain `steps` (from `stage_steps`) over the listing's rows to do, ending in the
+    shard writer.
 
     Actor stages run behind the run's crash ledger, which the caller starts first
     (`start_ledger(run_id)`) and keeps alive until the dataset is consumed.
@@ -295,10 +297,10 @@ def build_caption_pipeline(
 
     from factory.io.listing_source import ListingDatasource
 
-    source = ListingDatasource(listing, input_block_rows(listing.num_rows, config))
+    source = ListingDatasource(listing, input_block_rows(listing.rows, config))
     dataset = ray.data.read_datasource(
         source,
-        override_num_blocks=input_blocks(listing.num_rows, config),
+        override_num_blocks=input_blocks(listing.rows, config),
         # the first stage's reservation, which check_fits has made room for beside the actors
         ray_remote_args={"num_cpus": steps[0].resources.num_cpus},
     )

@@ -18,13 +18,11 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from factory import __version__
 from factory.config import CaptionRunConfig
 from factory.io import outputs, uris
-from factory.io.listing import list_inputs
+from factory.io.listing import ListingScan
+from factory.io.listing_spill import SpilledListing, spill_listing
 from factory.stages.crash_guard import start_ledger
 
 if TYPE_CHECKING:
@@ -105,29 +103,27 @@ def run_caption(config: CaptionRunConfig) -> RunResult:
     started = time.perf_counter()
     run_id = config.run_id or new_run_id()
     steps = stage_steps(config, resume_from=config.output)  # a bad plan fails before any work
-    listing = list_inputs(config.input, tuple(e.lower() for e in config.extensions))
+    scan = ListingScan(config.input, tuple(e.lower() for e in config.extensions))
+    # the listing goes beside the outputs, where every read task can reach it
+    listing = spill_listing(
+        scan, uris.join(config.output, "_listing", run_id), outputs.existing_uris(config.output)
+    )
     result = RunResult(
         run_id=run_id, output=config.output, counts=RunCounts(), notes=_notes(config)
     )
-    result.counts.inputs, ignored_files = listing.table.num_rows, listing.ignored_files
-    table = _not_yet_written(listing.table, config.output)
-    del listing  # on a resume only what is left to do stays in the driver's memory
-    result.counts.skipped_existing = result.counts.inputs - table.num_rows
-    if table.num_rows:
-        _stream(config, steps, table, run_id, result)
+    result.counts.inputs = listing.inputs
+    result.counts.skipped_existing = listing.inputs - listing.rows
+    try:
+        if listing.rows:
+            _stream(config, steps, listing, run_id, result)
+    finally:
+        listing.remove()
     result.wall_seconds = time.perf_counter() - started
-    _record(config, ignored_files, result)
+    _record(config, listing.ignored_files, result)
     if not result.counts.balanced():
         raise InvariantError(f"inputs do not add up: {result.counts}")
     _write_report(config.output, result)
     return result
-
-
-def _not_yet_written(listing: pa.Table, output: str) -> pa.Table:
-    done = outputs.existing_uris(output)
-    if not done:
-        return listing
-    return listing.filter(pc.invert(pc.is_in(listing.column("uri"), pa.array(sorted(done)))))
 
 
 def _write_report(output: str, result: RunResult) -> None:
@@ -145,7 +141,7 @@ def _write_report(output: str, result: RunResult) -> None:
 def _stream(
     config: CaptionRunConfig,
     steps: list[StageStep],
-    table: pa.Table,
+    listing: SpilledListing,
     run_id: str,
     result: RunResult,
 ) -> None:
@@ -166,10 +162,10 @@ def _stream(
         check_custom_resources(steps, total)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = config.ray.preserve_order
-    result.input_blocks = input_blocks(table.num_rows, config)
+    result.input_blocks = input_blocks(listing.rows, config)
     ledger = start_ledger(run_id)  # the actor stages' crash ledger, for this run only
     try:
-        _consume(build_caption_pipeline(config, steps, table, run_id), result)
+        _consume(build_caption_pipeline(config, steps, listing, run_id), result)
     finally:
         ray.kill(ledger)
 

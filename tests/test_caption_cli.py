@@ -93,6 +93,7 @@ def test_few_large_input_blocks_account_for_every_input(tmp_path, capsys, ray_lo
 
     assert run["input_blocks"] == 2 < len(expected)
     assert outcomes(output) == expected_by_uri(tmp_path / "in", expected)
+    assert not (tmp_path / "out" / "_listing").exists()  # the spilled listing is gone
 
 
 def test_manifest_carries_catalogue_and_rejects_at_read(tmp_path, capsys, ray_local):
@@ -158,6 +159,8 @@ def test_s3_input_and_output_over_http(tmp_path, capsys, ray_local, s3_bucket):
     assert found[f"s3://{s3_bucket}/in/broken.jpg"] == "rejected:not_an_image"
     shards = filesystem.get_file_info(pafs.FileSelector(f"{path}/captions"))
     assert pq.read_table(shards[0].path, filesystem=filesystem).num_rows == 3
+    written = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
+    assert not [entry.path for entry in written if "/_listing/" in entry.path]
 
     from_manifest = f"s3://{s3_bucket}/runs/two"
     main(["caption", "--input", f"s3://{s3_bucket}/manifest.jsonl", "--output", from_manifest,

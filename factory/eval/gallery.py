@@ -10,6 +10,7 @@ import base64
 import io
 from collections.abc import Iterable
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -35,21 +36,36 @@ def thumbnail(data: bytes, side: int) -> str | None:
 
 
 def run_thumbnails(output: str, wanted: Iterable[str], side: int) -> dict[str, str]:
-    """uri -> thumbnail for the wanted accepted rows of a run, from its `image` column."""
-    wanted = set(wanted)
+    """uri -> thumbnail for the wanted accepted rows of a run, from its `image` column.
+
+    Images are read only from the shards that hold a wanted row (found from the `uri`
+    column alone), so the cost follows the gallery's size, not the run's.
+    """
+    value_set = _array(set(wanted))
     found: dict[str, str] = {}
-    filesystem, shards = outputs.shard_paths(output, "captions")
-    for shard in shards:
-        if len(found) == len(wanted):
-            break
+    for shard, filesystem in _shards_holding(output, value_set):
         if "image" not in pq.read_schema(shard, filesystem=filesystem).names:
             continue  # an output written without images: the gallery shows text only
         table = pq.read_table(shard, filesystem=filesystem, columns=["uri", "image"])
-        table = table.filter(pc.is_in(table.column("uri"), value_set=_array(wanted)))
+        table = table.filter(pc.is_in(table.column("uri"), value_set=value_set))
         for row in table.to_pylist():
             if row["image"] and (uri_thumb := thumbnail(row["image"], side)):
                 found[row["uri"]] = uri_thumb
     return found
+
+
+def _shards_holding(output: str, value_set: pa.Array) -> list[tuple[str, pafs.FileSystem]]:
+    filesystem, shards = outputs.shard_paths(output, "captions")
+    holding, left = [], len(value_set)
+    for shard in shards:
+        if left <= 0:
+            break
+        listed = pq.read_table(shard, filesystem=filesystem, columns=["uri"]).column("uri")
+        hits = pc.sum(pc.is_in(listed, value_set=value_set)).as_py() or 0
+        if hits:
+            holding.append((shard, filesystem))
+            left -= hits
+    return holding
 
 
 def folder_images(root: str, ids: Iterable[str]) -> dict[str, bytes]:
@@ -113,7 +129,5 @@ def _example(row: dict, columns: list[str], thumbnail: str | None) -> str:
     return f'<div class="example">{picture}<div class="text">{"".join(parts)}</div></div>'
 
 
-def _array(values: set[str]):
-    import pyarrow as pa
-
+def _array(values: set[str]) -> pa.Array:
     return pa.array(sorted(values), pa.string())

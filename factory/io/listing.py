@@ -1,11 +1,15 @@
-"""Turn an input URI into the listing table: one row per input, in a stable order.
+"""Turn an input URI into the listing: one row per input, in a stable order, in batches.
 
 Three kinds of input:
 - a local directory (recursive) or an `s3://bucket/prefix`: every file whose extension is
-  in `extensions` (all files when empty), sorted by path;
+  in `extensions` (all files when empty), in path order;
 - a manifest file (.parquet, .jsonl/.ndjson, .csv) with a `uri` column and optional
   catalogue columns; relative URIs are resolved against the manifest's own folder.
 Manifest rows without a usable `uri` are listed as already rejected, so they are counted.
+
+`ListingScan` yields the listing a batch at a time, so a run over millions of inputs never
+holds all of it: local folders are walked and manifests parsed incrementally (an S3
+prefix is listed whole: pyarrow's S3 listing has no iterator).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +34,8 @@ DEFAULT_EXTENSIONS = (
     ".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp",
 )  # fmt: skip
 
+SCAN_BATCH_ROWS = 16_384
+
 
 class ListingError(ValueError):
     """The input cannot be listed at all (missing, empty manifest, no uri column)."""
@@ -40,18 +47,62 @@ class Listing:
     ignored_files: int  # files under a folder/prefix whose extension is not an input
 
 
+class ListingScan:
+    """Iterate to get the listing as LISTING_SCHEMA tables, `input_index` running on
+    across them: `batch_rows` rows each from folders and Parquet manifests, a parse block
+    (TEXT_BLOCK_BYTES) each from CSV and JSONL. `ignored_files` is final once iteration
+    ends."""
+
+    def __init__(
+        self,
+        uri: str,
+        extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
+        batch_rows: int = SCAN_BATCH_ROWS,
+    ):
+        self.uri, self.extensions, self.batch_rows = uri, extensions, batch_rows
+        self.ignored_files = 0
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        listed = 0
+        for uri_column, catalogue in self._columns():
+            yield _listing_table(uri_column, catalogue, first_index=listed)
+            listed += len(uri_column)
+        if not listed and self._is_manifest():
+            raise ListingError(f"manifest {self.uri!r} has no rows")
+        if not listed:
+            raise ListingError(
+                f"no input images under {self.uri!r} (extensions: {list(self.extensions)})"
+            )
+
+    def _is_manifest(self) -> bool:
+        return self.uri.lower().endswith(MANIFEST_SUFFIXES)
+
+    def _columns(self) -> Iterator[tuple[pa.Array | pa.ChunkedArray, dict]]:
+        if self._is_manifest():
+            yield from _manifest_batches(self.uri, self.batch_rows)
+            return
+        files = _s3_files(self.uri) if uris.is_s3(self.uri) else _local_files(self.uri)
+        wanted: list[str] = []
+        for name in files:
+            if self.extensions and not name.lower().endswith(self.extensions):
+                self.ignored_files += 1
+                continue
+            wanted.append(name)
+            if len(wanted) == self.batch_rows:
+                yield pa.array(wanted, pa.string()), {}
+                wanted = []
+        if wanted:
+            yield pa.array(wanted, pa.string()), {}
+
+
 def list_inputs(uri: str, extensions: tuple[str, ...] = DEFAULT_EXTENSIONS) -> Listing:
-    if uri.lower().endswith(MANIFEST_SUFFIXES):
-        return Listing(_listing_table(*_read_manifest(uri)), ignored_files=0)
-    files = _s3_files(uri) if uris.is_s3(uri) else _local_files(uri)
-    wanted = [name for name in files if not extensions or name.lower().endswith(extensions)]
-    if not wanted:
-        raise ListingError(f"no input images under {uri!r} (extensions: {list(extensions)})")
-    listed = pa.array(wanted, pa.string())
-    return Listing(_listing_table(listed, {}), ignored_files=len(files) - len(wanted))
+    """The whole listing as one table (for small inputs and tests; runs stream a scan)."""
+    scan = ListingScan(uri, extensions)
+    table = pa.concat_tables(list(scan))
+    return Listing(table, ignored_files=scan.ignored_files)
 
 
-def _local_files(uri: str) -> list[str]:
+def _local_files(uri: str) -> Iterator[str]:
     _, root = uris.filesystem(uri)
     if os.path.isfile(root):
         raise ListingError(
@@ -60,12 +111,26 @@ def _local_files(uri: str) -> list[str]:
         )
     if not os.path.isdir(root):
         raise ListingError(f"input {uri!r} does not exist")
-    found = []
-    # os.walk keeps undecodable names (as surrogates), which pyarrow's listing cannot
-    for folder, subfolders, names in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        found.extend(os.path.join(folder, n) for n in names if not n.startswith("."))
-    return sorted(uris.local_path_to_uri(path) for path in found)
+    return _walk_in_path_order(root)
+
+
+def _walk_in_path_order(folder: str) -> Iterator[str]:
+    """Files under `folder` in the order sorting their full paths would give, one folder
+    in memory at a time: a folder sorts as its name plus '/', which is where its files'
+    paths fall. Names starting with '.' are skipped; linked folders are not followed."""
+    keyed = []
+    # scandir keeps undecodable names (as surrogates), which pyarrow's listing cannot
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            is_dir = entry.is_dir()
+            if entry.name.startswith(".") or (is_dir and entry.is_symlink()):
+                continue
+            keyed.append((entry.name + "/" if is_dir else entry.name, entry.path, is_dir))
+    for _, path, is_dir in sorted(keyed):
+        if is_dir:
+            yield from _walk_in_path_order(path)
+        else:
+            yield uris.local_path_to_uri(path)
 
 
 def _s3_files(uri: str) -> list[str]:
@@ -80,18 +145,18 @@ def _s3_files(uri: str) -> list[str]:
     return [f"s3://{path}" for path in paths]
 
 
-def _read_manifest(uri: str) -> tuple[pa.ChunkedArray, dict[str, pa.ChunkedArray]]:
-    table = _read_manifest_table(uri)
-    if "uri" not in table.column_names:
-        raise ListingError(f"manifest {uri!r} has no 'uri' column (columns: {table.column_names})")
-    if table.num_rows == 0:
-        raise ListingError(f"manifest {uri!r} has no rows")
-    catalogue = {
-        name: pc.cast(table.column(name), pa.string())
-        for name in records.CATALOGUE_COLUMNS
-        if name in table.column_names
-    }
-    return _resolved(uris.parent(uri), table.column("uri")), catalogue
+def _manifest_batches(
+    uri: str, batch_rows: int
+) -> Iterator[tuple[pa.ChunkedArray, dict[str, pa.ChunkedArray]]]:
+    base = uris.parent(uri)
+    for batch in _manifest_tables(uri, batch_rows):
+        _check_uri_column(uri, batch.column_names)
+        catalogue = {
+            name: pc.cast(batch.column(name), pa.string())
+            for name in records.CATALOGUE_COLUMNS
+            if name in batch.column_names
+        }
+        yield _resolved(base, batch.column("uri")), catalogue
 
 
 def _resolved(base: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -109,27 +174,72 @@ def _resolved(base: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pa.chunked_array([pa.array(joined, pa.string())])
 
 
-def _read_manifest_table(uri: str) -> pa.Table:
-    import pyarrow.csv as pacsv
-    import pyarrow.json as pajson
+def _manifest_tables(uri: str, batch_rows: int) -> Iterator[pa.Table]:
+    """The manifest's rows, a batch at a time, catalogue text kept as written."""
     import pyarrow.parquet as pq
 
     filesystem, path = uris.filesystem(uri)
     if filesystem.get_file_info(path).type != pafs.FileType.File:
         raise ListingError(f"manifest {uri!r} does not exist")
     lowered = uri.lower()
-    if lowered.endswith(".parquet"):
-        return pq.read_table(path, filesystem=filesystem)
+    try:
+        if lowered.endswith(".parquet"):
+            manifest = pq.ParquetFile(path, filesystem=filesystem)
+            names = manifest.schema_arrow.names
+            _check_uri_column(uri, names)
+            wanted = [name for name in names if _listed_column(name)]
+            for batch in manifest.iter_batches(batch_size=batch_rows, columns=wanted):
+                yield pa.Table.from_batches([batch])
+            return
+        with filesystem.open_input_stream(path) as stream:
+            reader = (
+                _csv_reader(uri, stream, _csv_header(filesystem, path))
+                if lowered.endswith(".csv")
+                else _json_reader(stream)
+            )
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+    except (pa.ArrowInvalid, UnicodeDecodeError) as error:
+        raise ListingError(f"manifest {uri!r} cannot be parsed: {error}") from error
+
+
+def _check_uri_column(uri: str, names: list[str]) -> None:
+    if "uri" not in names:
+        raise ListingError(f"manifest {uri!r} has no 'uri' column (columns: {names})")
+
+
+# Text manifests are parsed a block at a time, a batch per block: 1 MB holds ~5-20k rows
+TEXT_BLOCK_BYTES = 1 << 20
+
+
+def _csv_header(filesystem: pafs.FileSystem, path: str) -> list[str]:
     with filesystem.open_input_stream(path) as stream:
-        data = stream.read()
-    if lowered.endswith(".csv"):
+        head = stream.read(1 << 16).decode("utf-8-sig", errors="replace")
+    return next(csv.reader(io.StringIO(head.split("\n", 1)[0])), [])
+
+
+def _csv_reader(uri: str, stream: pa.NativeFile, header: list[str]):
+    import pyarrow.csv as pacsv
+
+    _check_uri_column(uri, header)
+    options = pacsv.ConvertOptions(
         # every column as text: object ids like "00123" must keep their zeros
-        header = next(csv.reader(io.StringIO(data.decode("utf-8-sig"))), [])
-        options = pacsv.ConvertOptions(
-            column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True
-        )
-        return pacsv.read_csv(pa.BufferReader(data), convert_options=options)
-    return pajson.read_json(pa.BufferReader(data))
+        column_types=dict.fromkeys(header, pa.string()),
+        strings_can_be_null=True,
+        include_columns=[name for name in header if _listed_column(name)],
+    )
+    read_options = pacsv.ReadOptions(block_size=TEXT_BLOCK_BYTES)
+    return pacsv.open_csv(stream, read_options=read_options, convert_options=options)
+
+
+def _json_reader(stream: pa.NativeFile):
+    import pyarrow.json as pajson
+
+    return pajson.open_json(stream, read_options=pajson.ReadOptions(block_size=TEXT_BLOCK_BYTES))
+
+
+def _listed_column(name: str) -> bool:
+    return name == "uri" or name in records.CATALOGUE_COLUMNS
 
 
 def _resolve(base: str, value: str | None) -> str | None:
@@ -139,7 +249,9 @@ def _resolve(base: str, value: str | None) -> str | None:
 
 
 def _listing_table(
-    listed: pa.Array | pa.ChunkedArray, catalogue: dict[str, pa.ChunkedArray]
+    listed: pa.Array | pa.ChunkedArray,
+    catalogue: dict[str, pa.ChunkedArray],
+    first_index: int = 0,
 ) -> pa.Table:
     count = len(listed)
     missing = pc.is_null(listed)
@@ -149,7 +261,7 @@ def _listing_table(
 
     columns = {
         "uri": pc.fill_null(listed, ""),
-        "input_index": pa.array(np.arange(count, dtype=np.int64)),
+        "input_index": pa.array(np.arange(first_index, first_index + count, dtype=np.int64)),
         "status": pc.if_else(missing, records.REJECTED, records.OK),
         "reject_stage": when_missing("list"),
         "reason": when_missing("missing_uri"),

@@ -1,9 +1,10 @@
 """The listing as a Ray Data datasource: one read task per block of `rows` inputs.
 
 `ray.data.from_arrow(blocks)` puts every block from the driver and runs a metadata task
-for each, and the driver keeps both for the whole run (~50 KB per block). A read task
-here holds a view of its rows and nothing else. How many blocks there are is the plan's
-business (`factory.pipeline.input_block_rows` caps it).
+for each, and the driver keeps both for the whole run (~50 KB per block). Here a read task
+carries where its rows are in the spilled listing (`listing_spill`), a few hundred bytes,
+and reads them itself. How many blocks there are is the plan's business
+(`factory.pipeline.input_block_rows` caps it).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from factory import records
+from factory.io.listing_spill import Segment, SpilledListing, read_segment
+
 
 class ListingDatasource(Datasource):
-    def __init__(self, listing: pa.Table, rows: int):
+    def __init__(self, listing: SpilledListing, rows: int):
         self._listing, self._rows = listing, rows
 
     def get_name(self) -> str:
@@ -29,26 +33,28 @@ class ListingDatasource(Datasource):
         self, parallelism: int, per_task_row_limit: int | None = None, **_: Any
     ) -> list[ReadTask]:
         # the block size is the run's unit of parallelism, so Ray's `parallelism` is not used
-        starts = range(0, self._listing.num_rows, self._rows)
+        starts = range(0, self._listing.rows, self._rows)
         return [self._read_task(start, per_task_row_limit) for start in starts]
 
     def _read_task(self, start: int, row_limit: int | None) -> ReadTask:
-        rows = self._listing.slice(start, self._rows)
+        rows = min(self._rows, self._listing.rows - start)
+        row_bytes = self._listing.nbytes // max(self._listing.rows, 1)
         metadata = BlockMetadata(
-            num_rows=rows.num_rows, size_bytes=rows.nbytes, input_files=None, exec_stats=None
+            num_rows=rows, size_bytes=rows * row_bytes, input_files=None, exec_stats=None
         )
-        return ReadTask(_Rows(rows), metadata, schema=rows.schema, per_task_row_limit=row_limit)
+        return ReadTask(
+            _ReadRows(self._listing.segments(start, rows)),
+            metadata,
+            schema=records.LISTING_SCHEMA,
+            per_task_row_limit=row_limit,
+        )
 
 
-class _Rows:
-    """A read task's body: its rows. A view of the listing on the driver; copied compactly
-    when pickled, since pickling a slice would ship the whole listing's buffers."""
+class _ReadRows:
+    """A read task's body: its rows, read from the listing's parts."""
 
-    def __init__(self, rows: pa.Table):
-        self.rows = rows
+    def __init__(self, segments: list[Segment]):
+        self.segments = segments
 
     def __call__(self) -> list[pa.Table]:
-        return [self.rows]
-
-    def __getstate__(self) -> dict[str, pa.Table]:
-        return {"rows": self.rows.take(pa.array(range(self.rows.num_rows), pa.int64()))}
+        return [pa.concat_tables(read_segment(segment) for segment in self.segments)]

@@ -78,3 +78,27 @@ def test_report_of_a_run_without_run_json(run):
     assert '<section id="hallucination">' in text and "dog 1" in text
     assert text.count('<div class="example">') == 4 and "(no image)" in text
     assert json.dumps(summary["counts"]) == '{"accepted": 4, "rejected": 2, "duplicates": 0}'
+
+
+def test_thumbnails_come_from_the_shards_holding_the_wanted_rows(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from factory.eval.gallery import run_thumbnails
+
+    def png(colour: tuple[int, int, int]) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (40, 30), colour).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    captions = tmp_path / "captions"
+    captions.mkdir()
+    for shard in range(3):
+        uris = [f"s{shard}-{i}.png" for i in range(4)]
+        images = [png((60 * shard, 10 * i, 0)) for i in range(4)]
+        pq.write_table(pa.table({"uri": uris, "image": images}), captions / f"part-{shard}.parquet")
+    wanted = ["s0-1.png", "s2-3.png", "never-written.png"]
+    thumbs = run_thumbnails(str(tmp_path), wanted, side=16)
+    assert sorted(thumbs) == ["s0-1.png", "s2-3.png"]
+    assert all(uri.startswith("data:image/") for uri in thumbs.values())

@@ -7,7 +7,7 @@ import pytest
 
 from factory import records
 from factory.io import uris
-from factory.io.listing import ListingError, list_inputs
+from factory.io.listing import ListingError, ListingScan, list_inputs
 
 
 def touch(path, data=b"x"):
@@ -74,3 +74,56 @@ def test_listing_errors_are_specific(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ListingError, match="no input images"):
         list_inputs(str(tmp_path / "empty"))
+
+
+def test_a_folder_streams_in_batches_in_the_order_sorting_its_paths_gives(tmp_path):
+    names = ["b.jpg", "b/a.jpg", "b.c/x.jpg", "a-z.jpg", "a/z/z.jpg", "a/b.jpg", "ab.jpg"]
+    names += [f"many/{i:03d}.jpg" for i in range(20)] + ["many/skip.txt"]
+    for name in names:
+        touch(str(tmp_path / name))
+    scan = ListingScan(str(tmp_path), batch_rows=8)
+    tables = list(scan)
+    assert [t.num_rows for t in tables] == [8, 8, 8, 3]
+    listed = [u for t in tables for u in t.column("uri").to_pylist()]
+    assert listed == sorted(str(tmp_path / n) for n in names if n.endswith(".jpg"))
+    indexes = [i for t in tables for i in t.column("input_index").to_pylist()]
+    assert indexes == list(range(27))
+    assert scan.ignored_files == 1
+
+
+@pytest.mark.parametrize("name", ["m.csv", "m.jsonl", "m.parquet"])
+def test_a_manifest_streams_in_batches_with_one_index_sequence(tmp_path, name):
+    rows = [{"uri": f"img/{i}.jpg", "object_id": f"{i:05d}"} for i in range(3000)]
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        path.write_text("uri,object_id\n" + "".join(f"{r['uri']},{r['object_id']}\n" for r in rows))
+    elif name.endswith(".jsonl"):
+        path.write_text("\n".join(json.dumps(r) for r in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=1000)
+    tables = list(ListingScan(str(path), batch_rows=1000))
+    whole = pa.concat_tables(tables)
+    assert whole.column("input_index").to_pylist() == list(range(3000))
+    assert whole.column("object_id")[2999].as_py() == "02999"
+    assert whole.column("uri")[0].as_py() == str(tmp_path / "img" / "0.jpg")
+    if name.endswith(".parquet"):  # text manifests parse in ~1 MB blocks, not row counts
+        assert [t.num_rows for t in tables] == [1000] * 3
+
+
+def test_a_manifest_that_is_not_what_its_name_says_is_a_listing_error(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"uri": "a.jpg"}\nnot json\n')
+    with pytest.raises(ListingError, match="cannot be parsed"):
+        list_inputs(str(tmp_path / "m.jsonl"))
+    pq.write_table(pa.table({"path": ["a.jpg"]}), tmp_path / "m.parquet")
+    with pytest.raises(ListingError, match="no 'uri' column"):
+        list_inputs(str(tmp_path / "m.parquet"))
+    (tmp_path / "h.csv").write_text("uri,title\n")
+    with pytest.raises(ListingError, match="has no rows"):
+        list_inputs(str(tmp_path / "h.csv"))
+
+
+def test_a_linked_folder_is_not_followed(tmp_path):
+    touch(str(tmp_path / "art" / "a.jpg"))
+    os.symlink(tmp_path / "art", tmp_path / "art" / "loop")
+    listed = list_inputs(str(tmp_path)).table.column("uri").to_pylist()
+    assert listed == [str(tmp_path / "art" / "a.jpg")]
