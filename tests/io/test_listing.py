@@ -127,3 +127,13 @@ def test_a_linked_folder_is_not_followed(tmp_path):
     os.symlink(tmp_path / "art", tmp_path / "art" / "loop")
     listed = list_inputs(str(tmp_path)).table.column("uri").to_pylist()
     assert listed == [str(tmp_path / "art" / "a.jpg")]
+
+
+def test_a_csv_manifest_with_a_byte_order_mark_and_crlf_lines_keeps_its_ids(tmp_path):
+    (tmp_path / "m.csv").write_bytes(
+        b"\xef\xbb\xbfuri,object_id,title\r\n/a/1.jpg,00123,T\r\n/a/2.jpg,00124,U\r\n"
+    )
+    table = list_inputs(str(tmp_path / "m.csv")).table
+    assert table.column("uri").to_pylist() == ["/a/1.jpg", "/a/2.jpg"]
+    assert table.column("object_id").to_pylist() == ["00123", "00124"]
+    assert table.column("title").to_pylist() == ["T", "U"]
