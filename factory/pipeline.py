@@ -302,7 +302,7 @@ def build_caption_pipeline(
         source,
         override_num_blocks=input_blocks(listing.rows, config),
         # the first stage's reservation, which check_fits has made room for beside the actors
-        ray_remote_args={"num_cpus": steps[0].resources.num_cpus},
+        num_cpus=steps[0].resources.num_cpus,
     )
     guard = CrashGuard(run_id, config.ray.max_record_crashes)
     for step in steps:
