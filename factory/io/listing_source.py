@@ -2,7 +2,7 @@
 
 `ray.data.from_arrow(blocks)` puts every block from the driver and runs a metadata task
 for each, and the driver keeps both for the whole run (~50 KB per block). Here a read task
-carries where its rows are in the spilled listing (`listing_spill`), a few hundred bytes,
+carries where its rows are in the spilled listing (`listing_spill`), about a kilobyte,
 and reads them itself. How many blocks there are is the plan's business
 (`factory.pipeline.input_block_rows` caps it).
 """
