@@ -8,8 +8,8 @@ Three kinds of input:
 Manifest rows without a usable `uri` are listed as already rejected, so they are counted.
 
 `ListingScan` yields the listing a batch at a time, so a run over millions of inputs never
-holds all of it: local folders are walked and manifests parsed incrementally (an S3
-prefix is listed whole: pyarrow's S3 listing has no iterator).
+holds all of it: folders and S3 prefixes are walked a folder at a time (one folder's names
+in memory), manifests parsed incrementally.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,38 +111,50 @@ def _local_files(uri: str) -> Iterator[str]:
         )
     if not os.path.isdir(root):
         raise ListingError(f"input {uri!r} does not exist")
-    return _walk_in_path_order(root)
+    return (uris.local_path_to_uri(path) for path in _in_path_order(root, _local_folder))
 
 
-def _walk_in_path_order(folder: str) -> Iterator[str]:
-    """Files under `folder` in the order sorting their full paths would give, one folder
-    in memory at a time: a folder sorts as its name plus '/', which is where its files'
-    paths fall. Names starting with '.' are skipped; linked folders are not followed."""
-    keyed = []
-    # scandir keeps undecodable names (as surrogates), which pyarrow's listing cannot
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            is_dir = entry.is_dir()
-            if entry.name.startswith(".") or (is_dir and entry.is_symlink()):
-                continue
-            keyed.append((entry.name + "/" if is_dir else entry.name, entry.path, is_dir))
-    for _, path, is_dir in sorted(keyed):
-        if is_dir:
-            yield from _walk_in_path_order(path)
-        else:
-            yield uris.local_path_to_uri(path)
-
-
-def _s3_files(uri: str) -> list[str]:
+def _s3_files(uri: str) -> Iterator[str]:
     filesystem, root = uris.filesystem(uri)
-    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
-    paths = sorted(
-        entry.path
-        for entry in filesystem.get_file_info(selector)
-        if entry.type == pafs.FileType.File
-        and not any(part.startswith(".") for part in entry.path[len(root) :].split("/"))
+
+    def s3_folder(folder: str) -> list[tuple[str, str, bool]]:
+        selector = pafs.FileSelector(folder, allow_not_found=True)
+        return [
+            (entry.base_name, entry.path, entry.type == pafs.FileType.Directory)
+            for entry in filesystem.get_file_info(selector)
+        ]
+
+    return (f"s3://{path}" for path in _in_path_order(root.rstrip("/"), s3_folder))
+
+
+Folder = Callable[[str], list[tuple[str, str, bool]]]  # path -> (name, path, is folder)
+
+
+def _in_path_order(folder: str, entries: Folder) -> Iterator[str]:
+    """File paths under `folder` in the order sorting them would give, one folder in
+    memory at a time: a folder sorts as its name plus '/', which is where its files'
+    paths fall. Names starting with '.' are skipped."""
+    keyed = sorted(
+        (name + "/" if is_folder else name, path, is_folder)
+        for name, path, is_folder in entries(folder)
+        if not name.startswith(".")
     )
-    return [f"s3://{path}" for path in paths]
+    for _, path, is_folder in keyed:
+        if is_folder:
+            yield from _in_path_order(path, entries)
+        else:
+            yield path
+
+
+def _local_folder(folder: str) -> list[tuple[str, str, bool]]:
+    # scandir keeps undecodable names (as surrogates), which pyarrow's listing cannot;
+    # linked folders are not followed (as os.walk does not)
+    with os.scandir(folder) as found:
+        return [
+            (entry.name, entry.path, entry.is_dir())
+            for entry in found
+            if not (entry.is_dir() and entry.is_symlink())
+        ]
 
 
 def _manifest_batches(

@@ -137,3 +137,21 @@ def test_a_csv_manifest_with_a_byte_order_mark_and_crlf_lines_keeps_its_ids(tmp_
     assert table.column("uri").to_pylist() == ["/a/1.jpg", "/a/2.jpg"]
     assert table.column("object_id").to_pylist() == ["00123", "00124"]
     assert table.column("title").to_pylist() == ["T", "U"]
+
+
+def test_an_s3_prefix_is_walked_a_folder_at_a_time_in_key_order(s3_bucket):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    keys = ["in/b.jpg", "in/b/a.jpg", "in/a-z.jpg", "in/a/z/z.jpg", "in/ab.jpg", "in/n.txt"]
+    hidden = ["in/.cache/x.jpg", "in/a/.thumb.jpg", "elsewhere/c.jpg"]
+    for key in keys + hidden:
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=b"x")
+    scan = ListingScan(f"s3://{s3_bucket}/in/", batch_rows=2)
+    tables = list(scan)
+    listed = [u for t in tables for u in t.column("uri").to_pylist()]
+    assert listed == sorted(f"s3://{s3_bucket}/{k}" for k in keys if k.endswith(".jpg"))
+    assert [t.num_rows for t in tables] == [2, 2, 1]
+    assert scan.ignored_files == 1
+    with pytest.raises(ListingError, match="no input images"):
+        list(ListingScan(f"s3://{s3_bucket}/missing"))
