@@ -34,21 +34,14 @@ class SpilledListing:
     folder: str
     inputs: int = 0  # rows listed, including those already written by an earlier run
     ignored_files: int = 0
+    rows: int = 0  # rows to do: the inputs no earlier run has written
     nbytes: int = 0  # Arrow size of the rows to do
     parts: list[tuple[str, int]] = field(default_factory=list)  # (URI, rows to do)
 
-    @property
-    def rows(self) -> int:
-        """Rows to do: the inputs no earlier run has written."""
-        return self._ends[-1] if self.parts else 0
-
-    @property
-    def _ends(self) -> list[int]:
-        return list(itertools.accumulate(rows for _, rows in self.parts))
-
     def segments(self, start: int, rows: int) -> list[Segment]:
         """Where rows [start, start + rows) of the rows to do are, part by part."""
-        ends, found = self._ends, []
+        ends = list(itertools.accumulate(part_rows for _, part_rows in self.parts))
+        found = []
         index = bisect.bisect_right(ends, start)
         while rows > 0:
             part, part_rows = self.parts[index]
@@ -87,6 +80,7 @@ def spill_listing(scan: Iterable[pa.Table], folder: str, done: set[str]) -> Spil
             filesystem.create_dir(root, recursive=True)
             pq.write_table(batch, path, filesystem=filesystem, row_group_size=ROW_GROUP_ROWS)
             spilled.parts.append((_uri(folder, path), batch.num_rows))
+            spilled.rows += batch.num_rows
             spilled.nbytes += batch.nbytes
     except BaseException:
         spilled.remove()
