@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/scale.py [--sizes 10000,100000] [--images /tmp/caption-scale]
         [--interval 1] [--set KEY=VALUE ...]
+    .venv/bin/python benchmarks/scale.py --index-only [--sizes 100000,1000000] [--shards 4]
 
 Inputs: 64x48 PNGs of random shapes (benchmarks/caption_throughput.py's picture generator,
 re-encoded losslessly), 2 % exact duplicates, generated once into --images (outside the
@@ -15,7 +16,15 @@ This process samples that driver's process tree every --interval s: the driver's
 the Ray workers' (every `ray::` process: tasks, the dedup actor, Ray Data's helpers) RSS,
 summed and the largest one, Ray's own daemons (GCS, raylet, dashboard agents), and the
 tree's PSS (shared object-store pages counted once). The driver also samples the object
-store (used bytes) and reports Ray's spill and restore totals at the end. Exits 0.
+store (used bytes) and reports Ray's spill and restore totals at the end. Dedup: the
+dedup stage's seconds per image (summed over its tasks, waits for listing order
+included), and the index shards (`ray::DedupShard` processes): their largest RSS and their
+CPU seconds per image.
+
+`--index-only` measures the index alone, in this process: `--shards` IndexShards filled
+with N accepted images (random hashes, 64-character URIs): bytes per image per shard
+(tracemalloc), query CPU-us per image over all shards, and from those a projection to 10M
+and 100M images (memory per shard, shards needed for 4 GiB each). Exits 0.
 """
 
 from __future__ import annotations
@@ -151,6 +160,9 @@ class Peaks:
     samples: int = 0
     sampling_seconds: float = 0.0  # this process's own cost, CPU taken from the run
     cpu_seconds: dict = field(default_factory=dict)  # pid -> last seen CPU time (the run's)
+    shard_rss: int = 0  # the largest dedup index shard
+    shards: int = 0
+    shard_cpu: dict = field(default_factory=dict)  # shard pid -> last seen CPU time
 
 
 def sample(root_pid: int, peaks: Peaks) -> None:
@@ -173,6 +185,10 @@ def sample(root_pid: int, peaks: Peaks) -> None:
             driver = info.rss
         elif name.startswith("ray::"):
             workers.append(info.rss)
+            if name.startswith("ray::DedupShard"):
+                peaks.shard_cpu[process.pid] = times.user + times.system
+                peaks.shard_rss = max(peaks.shard_rss, info.rss)
+                peaks.shards = len(peaks.shard_cpu)
         else:
             daemons += info.rss
     peaks.driver_rss = max(peaks.driver_rss, driver)
@@ -211,7 +227,8 @@ def measure(scratch: str, images: str, count: int, args: argparse.Namespace) -> 
     wall = time.monotonic() - wall_before
     others = machine_busy_seconds() - busy_before - sum(peaks.cpu_seconds.values())
     share = max(0.0, others) / (wall * (os.cpu_count() or 1))
-    peaks_out = {k: v for k, v in asdict(peaks).items() if k != "cpu_seconds"}
+    peaks_out = {k: v for k, v in asdict(peaks).items() if k not in ("cpu_seconds", "shard_cpu")}
+    peaks_out["shard_cpu_seconds"] = sum(peaks.shard_cpu.values())
     return {"images": count, **result, "peaks": peaks_out, "others_cpu_share": share}
 
 
@@ -239,11 +256,70 @@ def describe(run: dict) -> str:
         f"{run['spilled_bytes_total'] / MIB:.1f} MiB in {run['spilled_objects_total']} objects, "
         f"restored {run['restored_bytes_total'] / MIB:.1f} MiB, fallback "
         f"{run['object_store_bytes_fallback'] / MIB:.1f} MiB\n"
+        f"    dedup: stage {dedup_ms(run):.3f} ms/image (summed over tasks, waits included); "
+        f"index {peaks['shards']} shards, largest RSS {peaks['shard_rss'] / MIB:.0f} MiB, "
+        f"{1000 * peaks['shard_cpu_seconds'] / run['images']:.3f} CPU-ms/image over all shards\n"
         f"    CPU share taken by other processes during the run: "
         f"{100 * run['others_cpu_share']:.0f} %\n"
         f"    stage seconds (summed over workers): "
         + ", ".join(f"{k} {v:.1f}" for k, v in sorted(run["stage_seconds"].items()))
     )
+
+
+def dedup_ms(run: dict) -> float:
+    return 1000 * run["stage_seconds"].get("dedup", 0.0) / run["images"]
+
+
+def index_only(sizes: list[int], shards: int) -> None:
+    """The index alone: memory per image per shard and query cost, then a projection."""
+    import pickle
+    import random
+    import tracemalloc
+
+    from factory.dedup.shard import Entry, IndexShard
+
+    rng = random.Random(0)
+    per_image = {}
+    for size in sizes:
+        tracemalloc.start()
+        index = [IndexShard(6, shard, shards) for shard in range(shards)]
+        for start in range(0, size, 10_000):
+            batch = [
+                Entry(
+                    f"s3://museum-bucket/collection/{i // 1000:06d}/object-{i:012d}.jpg"[:64],
+                    f"{rng.getrandbits(256):064x}",
+                    rng.getrandbits(64),
+                )
+                for i in range(start, min(start + 10_000, size))
+            ]
+            for shard in index:  # each shard its own copy, as each actor unpickles its own
+                shard.add(pickle.loads(pickle.dumps(batch)))
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        queries = [
+            Entry(f"q{i}", f"{rng.getrandbits(256):064x}", rng.getrandbits(64)) for i in range(2000)
+        ]
+        started = time.process_time()
+        for shard in index:
+            shard.query(queries)
+        query_us = (time.process_time() - started) * 1e6 / len(queries)
+        per_image[size] = held / size
+        print(
+            f"{size:>10} images, {shards} shards: {held / size:.0f} B/image in all "
+            f"({held / size / shards:.0f} per shard), largest shard {held / shards / MIB:.1f} MiB; "
+            f"query {query_us:.1f} CPU-us/image over all shards"
+        )
+    small, large = min(sizes), max(sizes)
+    # past the first images the band tables' buckets exist: the marginal cost is what grows
+    cost = (per_image[large] * large - per_image[small] * small) / (large - small or 1)
+    print(f"marginal {cost:.0f} B/image over all shards ({small:,} -> {large:,} images)")
+    for target in (10_000_000, 100_000_000):
+        total = cost * target
+        needed = max(1, -(-int(total) // (4 * 1024 * MIB)))
+        print(
+            f"projection {target:>11,} images: {total / 1024 / MIB:.1f} GiB of index; "
+            f"{needed} shards of <= 4 GiB ({total / needed / 1024 / MIB:.2f} GiB each)"
+        )
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -257,6 +333,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--set", dest="overrides", action="append", default=[], help="config KEY=VALUE"
     )
     parser.add_argument("--run-one", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--index-only", action="store_true", help="the dedup index alone")
+    parser.add_argument("--shards", type=int, default=4, help="index shards (--index-only)")
     return parser.parse_args(argv)
 
 
@@ -265,6 +343,9 @@ def main(argv: list[str]) -> int:
     if args.run_one:
         return run_one(*args.run_one, args.overrides, args.interval)
     sizes = [int(size) for size in args.sizes.split(",")]
+    if args.index_only:
+        index_only(sizes, args.shards)
+        return 0
     started = time.perf_counter()
     make_images(args.images, max(sizes))
     print(f"{max(sizes)} images ready in {args.images} ({time.perf_counter() - started:.0f} s)")
@@ -281,6 +362,13 @@ def main(argv: list[str]) -> int:
         # the extra images' cost: fixed start-up costs (executor, actors, workers) cancel out
         extra = (large["seconds"] - small["seconds"]) / (large["images"] - small["images"])
         print(f"marginal ms/image beyond the first {small['images']}: {1000 * extra:.2f}")
+    if dedup_ms(small):
+        ratio = dedup_ms(large) / dedup_ms(small)
+        print(f"dedup stage time per image {large['images']} vs {small['images']}: {ratio:.2f}x")
+    shard_ms = [1000 * run["peaks"]["shard_cpu_seconds"] / run["images"] for run in (small, large)]
+    if shard_ms[0]:
+        ratio = shard_ms[1] / shard_ms[0]
+        print(f"index CPU per image {large['images']} vs {small['images']}: {ratio:.2f}x")
     for key in ("driver_rss", "workers_rss", "tree_pss"):
         print(f"peak {key} ratio: {large['peaks'][key] / small['peaks'][key]:.2f}x (flat: 1.0)")
     if args.json:

@@ -1,9 +1,10 @@
-"""The node-loss drill, run in its own process: `python -m tests.node_loss_drill IN OUT`.
+"""The node-loss drill, run in its own process: `python -m tests.node_loss_drill IN OUT REPORT`.
 
 A `ray.cluster_utils.Cluster` with a CPU-less head (the driver's node) and two 2-CPU
 worker nodes runs a caption job over IN; once the first shards are written, one worker
-node is killed without warning. Prints one JSON line: whether a node was lost mid-run, and
-the job's run.json counts.
+node is killed without warning. Writes REPORT, a JSON file: whether a node was lost
+mid-run, and the job's counts. A file, not stdout: Ray's own processes may print to the
+driver's stdout at any time, so the last line there is not ours to claim.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from factory.runner import run_caption
 SLOW = "tests.drill_engines:SlowEngine"
 
 
-def main(inputs: str, output: str) -> None:
+def main(inputs: str, output: str, report: str) -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     doomed = cluster.add_node(num_cpus=2)
     cluster.add_node(num_cpus=2)
@@ -67,10 +68,11 @@ def main(inputs: str, output: str) -> None:
     finally:
         finished.set()
         killer.join()
-    print(json.dumps({"lost_mid_run": lost_mid_run, "counts": vars(result.counts)}))
+    with open(report, "w", encoding="utf-8") as file:
+        json.dump({"lost_mid_run": lost_mid_run, "counts": vars(result.counts)}, file)
     ray.shutdown()
     cluster.shutdown()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3])

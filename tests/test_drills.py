@@ -80,14 +80,16 @@ def test_a_worker_node_lost_mid_run_loses_no_input(tmp_path):
     count = 96
     for seed in range(count):  # random shapes on gradients: no two alike, dedup keeps all
         (inputs / f"art{seed:03d}.png").write_bytes(png(96, 72, seed=seed))
+    report_path = tmp_path / "report.json"
+    drill = ["tests.node_loss_drill", str(inputs), str(tmp_path / "out"), str(report_path)]
     done = subprocess.run(
-        [sys.executable, "-m", "tests.node_loss_drill", str(inputs), str(tmp_path / "out")],
+        [sys.executable, "-m", *drill],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = json.loads(report_path.read_text())  # not stdout: Ray prints there too
     assert report["lost_mid_run"]
     counts = report["counts"]
     assert counts["inputs"] == count == counts["accepted"]

@@ -56,13 +56,26 @@ def test_killed_driver_then_rerun_writes_every_image_exactly_once(tmp_path):
     rerun = subprocess.run(factory_command(source, output), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     run = json.loads((output / "run.json").read_text())
-    counts = run["counts"]
+    # the whole output, though the killed run wrote part of it and left no run.json
+    assert run["counts"] == {
+        "inputs": IMAGES + 1,
+        "accepted": IMAGES,
+        "rejected": 0,
+        "duplicates": 1,
+        "skipped_existing": 0,
+    }
+    counts = run["this_run"]["counts"]  # this run's share, apart
     assert counts["inputs"] == IMAGES + 1
     assert counts["skipped_existing"] >= written_before
     assert (
         counts["accepted"] + counts["rejected"] + counts["duplicates"] + counts["skipped_existing"]
         == counts["inputs"]
     )
+    assert [r["run_id"] for r in run["runs"]] == [run["run_id"]]
+    report = (output / "report.html").read_text()
+    assert f'<td>accepted</td><td class="num">{IMAGES}</td>' in report  # the whole output
+    skipped = counts["skipped_existing"]
+    assert f'<td>skipped_existing</td><td class="num">{skipped}</td>' in report  # this run
 
     captions = read_output(str(output), "captions", ["uri"]).column("uri").to_pylist()
     duplicates = read_output(str(output), "duplicates", ["uri", "duplicate_of"]).to_pylist()
@@ -72,3 +85,40 @@ def test_killed_driver_then_rerun_writes_every_image_exactly_once(tmp_path):
     ]
     assert read_output(str(output), "rejected") is None
     assert not [n for n in os.listdir(output / "captions") if n.startswith(".tmp")]
+
+
+def test_a_run_that_adds_inputs_records_the_whole_output_and_its_own_share(tmp_path, ray_local):
+    from factory.config import load_config
+    from factory.runner import run_caption
+
+    source, output = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    for seed in range(4):
+        (source / f"img{seed}.jpg").write_bytes(imagegen.jpeg(160, 120, seed=seed))
+    overrides = [f"input={source}", f"output={output}", "caption=null", "ocr=null"]
+    first = run_caption(load_config(None, overrides))
+    (source / "broken.jpg").write_bytes(b"not an image")
+    for seed in range(4, 6):
+        (source / f"img{seed}.jpg").write_bytes(imagegen.jpeg(160, 120, seed=seed))
+    second = run_caption(load_config(None, overrides))
+
+    run = json.loads((output / "run.json").read_text())
+    assert run["counts"] == {
+        "inputs": 7,
+        "accepted": 6,
+        "rejected": 1,
+        "duplicates": 0,
+        "skipped_existing": 0,
+    }
+    assert sum(run["rejected_reasons"].values()) == 1  # the output's, not only this run's
+    assert run["this_run"]["counts"] == {
+        "inputs": 7,
+        "accepted": 2,
+        "rejected": 1,
+        "duplicates": 0,
+        "skipped_existing": 4,
+    }
+    assert [r["run_id"] for r in run["runs"]] == [first.run_id, second.run_id]
+    assert run["runs"][0]["counts"]["accepted"] == 4
+    report = (output / "report.html").read_text()
+    assert first.run_id in report and second.run_id in report  # the runs, side by side

@@ -105,8 +105,26 @@ def _summary(stats: RunStats) -> str:
 
 
 def _counts(summary: dict) -> str:
-    counts = summary["counts"]
-    return html.section("counts", "Counts", html.table(["outcome", "records"], counts.items()))
+    counts, this_run, runs = summary["counts"], summary.get("this_run"), summary.get("runs")
+    parts = [html.table(["outcome", "records"], counts.items())]
+    if this_run and this_run["counts"].get("skipped_existing"):  # a resumed run
+        parts.append(
+            "<p>The output as a whole, above; this run's share of it "
+            f"({html.esc(this_run.get('run_id'))}), below.</p>"
+        )
+        parts.append(html.table(["outcome", "records"], this_run["counts"].items()))
+    if runs and len(runs) > 1:
+        keys = ("accepted", "rejected", "duplicates", "skipped_existing")
+        rows = [
+            (
+                run.get("run_id"),
+                run.get("finished_at"),
+                *((run.get("counts") or {}).get(k) for k in keys),
+            )
+            for run in runs
+        ]
+        parts.append(html.table(["run", "finished at", *keys], rows))
+    return html.section("counts", "Counts", *parts)
 
 
 # the caption pipeline's stage order (README "The pipeline"); others are listed after
@@ -119,11 +137,15 @@ def stage_flow(summary: dict) -> list[tuple]:
     """(stage, records in, rejected there, duplicates there, records out, seconds) in order.
 
     Records enter the first stage as inputs minus those already written by an earlier
-    run; each stage passes on what it neither rejected nor (dedup) marked duplicate.
+    run; each stage passes on what it neither rejected nor (dedup) marked duplicate. The
+    flow is this run's (`this_run` when run.json has it): its seconds are this run's.
     """
-    counts, seconds = summary["counts"], summary["stage_seconds"]
+    this_run = summary.get("this_run") or {}
+    counts = this_run.get("counts") or summary["counts"]
+    reasons = this_run.get("rejected_reasons", summary["rejected_reasons"])
+    seconds = summary["stage_seconds"]
     rejected_at: Counter = Counter()
-    for key, count in summary["rejected_reasons"].items():
+    for key, count in reasons.items():
         rejected_at[key.split("/", 1)[0]] += count
     present = set(seconds) | set(rejected_at)
     names = [name for name in PIPELINE_ORDER if name in present]

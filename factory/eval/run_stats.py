@@ -146,6 +146,9 @@ def summarise(stats: RunStats, embed: Embed | None = None) -> dict:
     summary = {
         "counts": counts,
         "rejected_reasons": dict(stats.rejected_reasons.most_common()),
+        # a run.json since cumulative records: this run apart, and every run into the output
+        "this_run": run.get("this_run"),
+        "runs": run.get("runs", []),
         "stage_seconds": run.get("stage_seconds", {}),
         "wall_seconds": run.get("wall_seconds"),
         "skipped_stages": run.get("skipped_stages", {}),

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -141,6 +142,18 @@ def read_output(output: str, folder: str, columns: list[str] | None = None) -> p
     return pa.concat_tables(tables, promote_options="default")
 
 
+def read_output_batches(
+    output: str, folder: str, columns: list[str], batch_rows: int = 65536
+) -> Iterator[pa.RecordBatch]:
+    """One output folder's committed shards as record batches of `columns` (those a shard
+    lacks are left out): for readers that must not hold the whole folder at once."""
+    filesystem, shards = shard_paths(output, folder)
+    for path in shards:
+        part = pq.ParquetFile(path, filesystem=filesystem)
+        present = [name for name in columns if name in part.schema_arrow.names]
+        yield from part.iter_batches(batch_size=batch_rows, columns=present)
+
+
 def existing_uris(output: str) -> set[str]:
     """URIs already written by earlier runs into any of the three outputs."""
     done: set[str] = set()
@@ -160,3 +173,50 @@ def read_json(uri: str) -> dict | None:
     if uris.size_of(uri) is None:
         return None
     return json.loads(uris.read_bytes(uri))
+
+
+def held_counts(output: str) -> dict[str, int]:
+    """Rows the output holds in each of its three folders, from the shards' footers."""
+    held = {}
+    for status, folder in records.OUTPUT_DIRS.items():
+        filesystem, shards = shard_paths(output, folder)
+        rows = sum(pq.ParquetFile(p, filesystem=filesystem).metadata.num_rows for p in shards)
+        held[OUTCOME_KEYS[status]] = rows
+    return held
+
+
+OUTCOME_KEYS = {
+    records.OK: "accepted",
+    records.REJECTED: "rejected",
+    records.DUPLICATE: "duplicates",
+}
+
+
+def held_rejected_reasons(output: str) -> dict[str, int]:
+    """`stage/reason` -> rows, over every rejected row the output holds."""
+    reasons: Counter = Counter()
+    for batch in read_output_batches(output, "rejected", ["stage", "reason"]):
+        columns = batch.to_pydict()
+        reasons.update(f"{s}/{r}" for s, r in zip(columns["stage"], columns["reason"], strict=True))
+    return dict(reasons.most_common())
+
+
+def output_record(output: str, previous: dict | None, this_run: dict) -> dict:
+    """run.json's account of the whole output: what it holds after this run (`counts`,
+    `rejected_reasons`) and every run that wrote into it (`runs`, oldest first).
+
+    `previous` is the run.json this run replaces; one written before `runs` existed
+    becomes the first entry. `this_run` holds `run_id`, `finished_at` and `counts`.
+    """
+    runs = list((previous or {}).get("runs") or [])
+    if previous and not runs and previous.get("run_id"):
+        runs.append({k: previous.get(k) for k in ("run_id", "finished_at", "counts")})
+    runs.append({k: this_run[k] for k in ("run_id", "finished_at", "counts")})
+    # the output as if one run had done it all: every listed input accounted for, none
+    # skipped (so `inputs = accepted + rejected + duplicates` while the listing is the same)
+    counts = {"inputs": this_run["counts"]["inputs"], **held_counts(output)}
+    return {
+        "counts": {**counts, "skipped_existing": 0},
+        "rejected_reasons": held_rejected_reasons(output),
+        "runs": runs,
+    }

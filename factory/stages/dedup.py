@@ -1,27 +1,40 @@
 """Dedup: exact (content hash) and near (64-bit DCT perceptual hash, Hamming distance).
 
-Two parts. `FingerprintStage` computes the perceptual hash and runs wide. `DedupStage`
-holds the index of accepted images, so it runs as exactly one actor; with the pipeline's
-order preserved it sees inputs in listing order, which makes "the first occurrence is
-kept" deterministic. On a resumed run the index starts from the images already written.
+`FingerprintStage` (factory.stages.fingerprint) computes the perceptual hash and runs
+wide. `DedupStage` runs as plain tasks that send only hashes to the index: shards of
+accepted images' hashes, `shards` Ray actors started by the runner (factory.dedup). A
+batch asks every shard for its inputs' closest stored matches, decides in listing order
+(within the batch too), and commits the images it keeps; the shards make a batch wait
+until every earlier input is committed, so the first occurrence in listing order is kept
+even though batches run in parallel. Without a running index (a plain loop, a test) the
+whole index lives in the stage. On a resumed run the index starts from the images already
+written.
 """
 
 from __future__ import annotations
 
-import io
-import itertools
-from collections import defaultdict
+import time
+from typing import Any, Literal
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
+from factory import records
+from factory.dedup.hamming import HammingIndex
+from factory.dedup.service import LocalIndex, ShardedIndex
+from factory.dedup.shard import Answer, Entry, IndexShard
 from factory.records import Duplicate
-from factory.stages.base import Columns, Resources, Row, StageConfig, map_rows
+from factory.stages.base import Columns, Resources, StageConfig, check_columns, map_batch
+from factory.stages.fingerprint import FingerprintStage, perceptual_hash
 
-HASH_BITS = 64
-_CHUNKS = 4  # the index splits a hash into 4 x 16-bit chunks
-_CHUNK_BITS = HASH_BITS // _CHUNKS
+__all__ = [
+    "DedupConfig",
+    "DedupStage",
+    "FingerprintStage",
+    "HammingIndex",
+    "perceptual_hash",
+]
 
 
 class DedupConfig(StageConfig):
@@ -35,169 +48,99 @@ class DedupConfig(StageConfig):
         gt=0,
         le=1,
         description="also call images near duplicates when the cosine similarity of their CLIP "
-        "embeddings reaches this (e.g. 0.95); needs the clip stage; None: off. Compares "
-        "against every accepted image, so suited to runs of up to ~1e5 images",
+        "embeddings reaches this (e.g. 0.95); needs the clip stage; None: off. Every "
+        "embedding lives on index shard 0 and each query scans them all, so suited to runs "
+        "of up to ~1e5 images",
+    )
+    shards: int = Field(
+        2,
+        ge=1,
+        le=1024,
+        description="index shards (Ray actors holding hashes only). Each holds ~0.6 KB per "
+        "accepted image / shards (benchmarks/RESULTS.md, issue #18): add shards so that each stays "
+        "under ~10M images; every batch sends each shard one query and one commit",
+    )
+    placement: Literal["driver_node", "spread"] = Field(
+        "driver_node",
+        description="where the shards run: on the driver's node (a worker node lost takes no "
+        "shard with it), or spread across the cluster (for indexes too big for one node)",
+    )
+    order_wait_s: float = Field(
+        600.0,
+        gt=0,
+        description="longest a batch waits for earlier inputs to be decided before it is "
+        "decided anyway (a safety net; then the first occurrence may not be the one kept)",
     )
     resources: Resources = Field(
-        default_factory=lambda: Resources(compute="actors", concurrency=1, num_cpus=0.1),
-        description="the index is global: keep concurrency at 1",
+        default_factory=lambda: Resources(compute="tasks", num_cpus=0.25, batch_size=64),
+        description="dedup runs as tasks that send hashes to the index shards; a batch is "
+        "one query and one commit per shard, so larger batches mean fewer messages",
     )
-
-
-def _dct_matrix(size: int) -> np.ndarray:
-    k = np.arange(size)[:, None]
-    n = np.arange(size)[None, :]
-    matrix = np.cos(np.pi * (2 * n + 1) * k / (2 * size)) * np.sqrt(2 / size)
-    matrix[0] /= np.sqrt(2)
-    return matrix
-
-
-_DCT32 = _dct_matrix(32)
-
-
-def perceptual_hash(encoded: bytes) -> int:
-    """pHash: DCT of a 32x32 grey thumbnail, low 8x8 frequencies against their median."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(encoded)) as image:
-        image.draft("L", (64, 64))  # JPEG decodes at 1/8 scale: far cheaper
-        grey = image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)
-    pixels = np.asarray(grey, dtype=np.float64)
-    low = (_DCT32 @ pixels @ _DCT32.T)[:8, :8].flatten()
-    bits = low > np.median(low[1:])  # the DC term would skew the median
-    return int(np.packbits(bits).view(">u8")[0])
-
-
-class FingerprintStage:
-    COLUMNS = Columns(stage="fingerprint", needs=("image",), adds={"phash": pa.string()})
-
-    def __init__(self, config: DedupConfig):
-        self.config = config
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return map_rows(batch, self.COLUMNS, self._hash)
-
-    def _hash(self, row: Row) -> Row:
-        return {"phash": f"{perceptual_hash(row['image']):016x}"}
-
-
-class HammingIndex:
-    """Finds a stored 64-bit hash within `threshold` bits of a query.
-
-    Pigeonhole: if two hashes differ in at most t bits, some 16-bit chunk differs in at
-    most t // 4 bits, so probing each chunk's neighbours within that radius finds every
-    match while touching only a small share of the index even at millions of entries.
-    """
-
-    def __init__(self, threshold: int):
-        self.threshold = threshold
-        self._radius = threshold // _CHUNKS
-        self._tables: list[dict[int, list[tuple[int, str]]]] = [
-            defaultdict(list) for _ in range(_CHUNKS)
-        ]
-        masks = [0]
-        for distance in range(1, self._radius + 1):
-            for bits in itertools.combinations(range(_CHUNK_BITS), distance):
-                masks.append(sum(1 << bit for bit in bits))
-        self._masks = masks
-
-    def add(self, value: int, key: str) -> None:
-        for position, chunk in enumerate(self._chunks(value)):
-            self._tables[position][chunk].append((value, key))
-
-    def nearest(self, value: int) -> tuple[str, int] | None:
-        best: tuple[int, str] | None = None
-        for position, chunk in enumerate(self._chunks(value)):
-            table = self._tables[position]
-            for mask in self._masks:
-                for stored, key in table.get(chunk ^ mask, ()):
-                    distance = (stored ^ value).bit_count()
-                    if distance <= self.threshold and (best is None or distance < best[0]):
-                        best = (distance, key)
-        return None if best is None else (best[1], best[0])
-
-    @staticmethod
-    def _chunks(value: int) -> list[int]:
-        mask = (1 << _CHUNK_BITS) - 1
-        return [(value >> (_CHUNK_BITS * i)) & mask for i in range(_CHUNKS)]
-
-
-class EmbeddingIndex:
-    """Accepted images' unit embeddings; finds the most similar above a threshold."""
-
-    def __init__(self, threshold: float):
-        self.threshold = threshold
-        self._keys: list[str] = []
-        self._pending: list[np.ndarray] = []
-        self._matrix: np.ndarray | None = None
-
-    def add(self, vector: np.ndarray, key: str) -> None:
-        self._keys.append(key)
-        self._pending.append(np.asarray(vector, dtype=np.float32))
-
-    def nearest(self, vector: np.ndarray) -> tuple[str, float] | None:
-        if self._pending:  # stack once per batch of additions, not per query
-            stacked = np.stack(self._pending)
-            self._matrix = stacked if self._matrix is None else np.vstack([self._matrix, stacked])
-            self._pending = []
-        if self._matrix is None:
-            return None
-        similarities = self._matrix @ np.asarray(vector, dtype=np.float32)
-        best = int(np.argmax(similarities))
-        score = float(similarities[best])
-        return (self._keys[best], score) if score >= self.threshold else None
 
 
 class DedupStage:
     COLUMNS = Columns(
-        stage="dedup", needs=("uri", "content_sha256", "phash"), optional=("embedding",)
+        stage="dedup",
+        needs=("uri", "input_index", "content_sha256", "phash"),
+        optional=("embedding",),
     )
 
-    def __init__(self, config: DedupConfig, resume_from: str | None = None):
+    def __init__(
+        self, config: DedupConfig, resume_from: str | None = None, index: str | None = None
+    ):
+        """`index`: the name of a running sharded index (start_dedup_index); None: the
+        whole index lives in this stage, seeded from `resume_from`."""
         self.config = config
-        self._exact: dict[str, str] = {}
-        self._near = HammingIndex(config.hamming_threshold)
-        self._similar = (
-            EmbeddingIndex(config.embedding_similarity) if config.embedding_similarity else None
+        self._index: Any = (
+            LocalIndex(config, resume_from) if index is None else ShardedIndex(index, config.shards)
         )
-        if resume_from is not None:
-            self._load_accepted(resume_from)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return map_rows(batch, self.COLUMNS, self._check)
+        check_columns(batch, self.COLUMNS)
+        started = time.perf_counter()
+        indexes = batch.column("input_index").to_pylist()
+        ok = batch.filter(pc.fill_null(pc.equal(batch.column("status"), records.OK), False))
+        # index failures (a lost shard) fail the task, which Ray retries; never a record
+        results = self._decide(ok, min(indexes) if indexes else 0, indexes)
+        spent = time.perf_counter() - started
+        out = map_batch(batch, self.COLUMNS, lambda rows: results)
+        timing = records.TIMING_PREFIX + self.COLUMNS.stage
+        share = pa.array([spent / batch.num_rows] * batch.num_rows, pa.float64())
+        return out.set_column(out.column_names.index(timing), timing, share)
 
-    def _check(self, row: Row) -> Row | Duplicate:
-        sha, phash, uri = row["content_sha256"], int(row["phash"], 16), row["uri"]
-        if self.config.exact and sha in self._exact:
-            return Duplicate(of=self._exact[sha], kind="exact")
-        if self.config.near and (match := self._near.nearest(phash)) is not None:
-            return Duplicate(of=match[0], kind="near")
-        embedding = row.get("embedding")
-        if (similar := self._most_similar(embedding)) is not None:
-            return Duplicate(of=similar, kind="near")
-        self._remember(uri, sha, phash, embedding)
-        return {}
+    def _decide(self, ok: pa.Table, first: int, indexes: list[int]) -> list[Any]:
+        names = ["uri", "input_index", "content_sha256", "phash"]
+        names += ["embedding"] * ("embedding" in ok.column_names)
+        rows = ok.select(names).to_pylist()
+        order = sorted(range(len(rows)), key=lambda i: rows[i]["input_index"])
+        entries = [_entry(rows[i]) for i in order]
+        answers = self._index.query(first, entries)
+        in_batch = IndexShard(self.config.hamming_threshold, 0, 1, self.config.embedding_similarity)
+        results: list[Any] = [None] * len(rows)
+        kept = []
+        for position, (row, entry) in enumerate(zip(order, entries, strict=True)):
+            found = [shard[position] for shard in answers] + in_batch.query([entry])
+            results[row] = self._verdict(found)
+            if results[row] is None:
+                results[row] = {}
+                kept.append(entry)
+                in_batch.add([entry])
+        self._index.commit(indexes, kept)
+        return results
 
-    def _most_similar(self, embedding: list | None) -> str | None:
-        if self._similar is None or embedding is None:
-            return None
-        match = self._similar.nearest(np.asarray(embedding))
-        return None if match is None else match[0]
+    def _verdict(self, answers: list[Answer]) -> Duplicate | None:
+        exact = next((a.exact for a in answers if a.exact is not None), None)
+        if self.config.exact and exact is not None:
+            return Duplicate(of=exact, kind="exact")
+        near = [a.near for a in answers if a.near is not None]
+        if self.config.near and near:
+            return Duplicate(of=min(near, key=lambda match: match[1])[0], kind="near")
+        similar = [a.similar for a in answers if a.similar is not None]
+        if similar:
+            return Duplicate(of=max(similar, key=lambda match: match[1])[0], kind="near")
+        return None
 
-    def _remember(self, uri: str, sha: str, phash: int, embedding: list | None) -> None:
-        self._exact.setdefault(sha, uri)
-        self._near.add(phash, uri)
-        if self._similar is not None and embedding is not None:
-            self._similar.add(np.asarray(embedding), uri)
 
-    def _load_accepted(self, output: str) -> None:
-        from factory.io.outputs import read_output
-
-        columns = ["uri", "content_sha256", "phash"]
-        table = read_output(output, "captions")
-        if table is None:
-            return
-        with_embeddings = "embedding" in table.column_names
-        for row in table.select(columns + ["embedding"] * with_embeddings).to_pylist():
-            phash = int(row["phash"], 16)
-            self._remember(row["uri"], row["content_sha256"], phash, row.get("embedding"))
+def _entry(row: dict[str, Any]) -> Entry:
+    phash = int(row["phash"], 16)
+    return Entry(row["uri"], row["content_sha256"], phash, row.get("embedding"))

@@ -1,9 +1,15 @@
 import io
 import random
+import uuid
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
+from factory.dedup.order import ListingOrder, index_ranges
+from factory.dedup.service import start_dedup_index, stop_dedup_index
+from factory.dedup.shard import Entry, IndexShard
 from factory.stages.dedup import (
     DedupConfig,
     DedupStage,
@@ -106,3 +112,126 @@ def test_embedding_mode_catches_what_phash_misses():
     assert out.column("duplicate_of").to_pylist() == [None, None, "a"]
     plain = DedupStage(DedupConfig())(table)
     assert plain.column("status").to_pylist() == ["ok", "ok", "ok"]
+
+
+def test_shards_together_answer_like_one_index_and_split_its_entries():
+    rng = random.Random(11)
+    stored = [
+        Entry(f"u{i}", f"{rng.getrandbits(256):064x}", rng.getrandbits(64)) for i in range(4000)
+    ]
+    whole = IndexShard(threshold=6)
+    shards = [IndexShard(threshold=6, shard=s, shards=4) for s in range(4)]
+    for index in [whole, *shards]:
+        index.add(stored)
+    queries = []
+    for trial in range(300):
+        base = stored[rng.randrange(len(stored))]
+        flips = sum(1 << bit for bit in rng.sample(range(64), rng.randrange(0, 10)))
+        sha = base.sha if trial % 4 == 0 else f"{rng.getrandbits(256):064x}"
+        queries.append(Entry(f"q{trial}", sha, base.phash ^ flips))
+    expected = whole.query(queries)
+    answers = [shard.query(queries) for shard in shards]
+    for position, want in enumerate(expected):
+        found = [shard[position] for shard in answers]
+        assert next((a.exact for a in found if a.exact), None) == want.exact
+        near = [a.near[1] for a in found if a.near is not None]
+        assert (min(near) if near else None) == (want.near[1] if want.near else None)
+    entries = [shard.stats() for shard in shards]
+    assert sum(s["band_entries"] for s in entries) == 4 * len(stored)
+    assert sum(s["exact_entries"] for s in entries) == len(stored)
+    assert max(s["band_entries"] for s in entries) < 0.3 * 4 * len(stored)  # ~1/4 each
+
+
+def test_listing_order_waits_for_every_earlier_index_across_gaps():
+    order = ListingOrder([(0, 4), (10, 12)])  # 4..9 written by an earlier run
+    order.commit([10, 11])  # a later batch committing first moves nothing
+    assert order.ready(0) and not order.ready(2) and not order.ready(10)
+    order.commit([0, 1])
+    assert order.ready(2) and not order.ready(10)
+    order.commit([2, 3])  # the gap is stepped over, and the early commit counted
+    assert order.next is None and order.ready(10) and order.ready(99)
+    order.commit([2, 3])  # a retried batch changes nothing
+    assert order.next is None
+    assert index_ranges(np.array([0, 1, 2, 7, 9, 10])) == [(0, 3), (7, 8), (9, 11)]
+
+
+def _remote_dedup(config: DedupConfig, index: str):
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def run(table: pa.Table) -> list:
+        out = DedupStage(config, index=index)(table)
+        status, of = out.column("status").to_pylist(), out.column("duplicate_of").to_pylist()
+        return list(zip(status, of, strict=True))
+
+    return run
+
+
+def _batch(images: list[bytes], names: list[str], first: int) -> pa.Table:
+    table = dedup_input(images, names)
+    indexes = pa.array(range(first, first + len(names)), pa.int64())
+    return table.set_column(table.column_names.index("input_index"), "input_index", indexes)
+
+
+def test_a_later_batch_that_arrives_first_waits_and_the_first_occurrence_is_kept(ray_local):
+    import ray
+
+    config = DedupConfig(shards=3)
+    index = f"test-dedup-{uuid.uuid4().hex[:8]}"
+    handles = start_dedup_index(config, index, None, [(0, 2), (5, 7)])
+    try:
+        run = _remote_dedup(config, index)
+        a, b = picture(1), picture(2)
+        later = run.remote(_batch([a, picture(1, quality=55)], ["a-copy", "a-small"], 5))
+        earlier = run.remote(_batch([a, b], ["a", "b"], 0))
+        assert ray.get(earlier) == [("ok", None), ("ok", None)]
+        assert ray.get(later) == [("duplicate", "a"), ("duplicate", "a")]
+        stats = ray.get([handle.stats.remote() for handle in handles])
+        assert sum(s["exact_entries"] for s in stats) == 2  # hashes of a and b, nothing else
+    finally:
+        stop_dedup_index(handles)
+
+
+def test_shards_seed_from_the_images_already_written(tmp_path, ray_local):
+    import ray
+
+    original = picture(4)
+    written = dedup_input([original], ["old.jpg"]).select(["uri", "content_sha256", "phash"])
+    (tmp_path / "captions").mkdir()
+    pq.write_table(written, tmp_path / "captions" / "part-0.parquet")
+    config = DedupConfig(shards=2)
+    index = f"test-dedup-{uuid.uuid4().hex[:8]}"
+    handles = start_dedup_index(config, index, str(tmp_path), [(0, 2)])
+    try:
+        new = _batch([picture(4, quality=55), picture(5)], ["again.jpg", "new.jpg"], 0)
+        assert ray.get(_remote_dedup(config, index).remote(new)) == [
+            ("duplicate", "old.jpg"),
+            ("ok", None),
+        ]
+        assert sum(ray.get(handle.stats.remote())["seeded"] for handle in handles) == 2
+    finally:
+        stop_dedup_index(handles)
+
+
+def test_a_run_keeps_each_first_occurrence_through_sharded_parallel_dedup(tmp_path, ray_local):
+    from factory.config import load_config
+    from factory.io.outputs import read_output
+    from factory.runner import run_caption
+
+    source = tmp_path / "in"
+    source.mkdir()
+    for seed in range(12):
+        (source / f"a{seed:02d}.jpg").write_bytes(picture(seed))
+    for seed in range(12):  # later in listing order: copies, exact and re-encoded
+        copy = picture(seed) if seed % 2 else picture(seed, quality=55)
+        (source / f"b{seed:02d}.jpg").write_bytes(copy)
+    overrides = ["caption=null", "ocr=null", "health=null", "knowledge=null"]
+    overrides += ["ray.rows_per_block=2", "dedup.resources.batch_size=2", "dedup.shards=3"]
+    config = load_config(None, [f"input={source}", f"output={tmp_path / 'out'}", *overrides])
+    result = run_caption(config)
+    assert (result.counts.accepted, result.counts.duplicates) == (12, 12)
+    duplicates = read_output(str(tmp_path / "out"), "duplicates").to_pylist()
+    pairs = {(r["uri"].rsplit("/", 1)[1], r["duplicate_of"].rsplit("/", 1)[1]) for r in duplicates}
+    assert pairs == {(f"b{seed:02d}.jpg", f"a{seed:02d}.jpg") for seed in range(12)}
+    kinds = {r["uri"].rsplit("/", 1)[1]: r["kind"] for r in duplicates}
+    assert kinds["b01.jpg"] == "exact" and kinds["b00.jpg"] == "near"
