@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from factory.models.engine import ChatRequest, GenerationParams
+from factory.models.engine import ChatRequest, GenerationParams, StreamChunk
 from factory.serve.auth import read_api_keys
 from factory.serve.config import ServeConfig
 from factory.serve.errors import ApiError
@@ -36,6 +37,7 @@ class ApiServer:
         self.tasks = Tasks(config, self.generate)
         self.created = int(time.time())
         self._handles: dict[str | None, Any] = {None: model}
+        self._stream_handles: dict[str | None, Any] = {}
 
     def __serve_build_asgi_app__(self) -> Any:
         from factory.serve.http_api import build_http_api
@@ -59,23 +61,68 @@ class ApiServer:
         self, model: str, requests: list[ChatRequest], params: GenerationParams
     ) -> Generated:
         adapter = self.adapter_for(model)
-        response = self._handle(adapter).generate.remote(requests, params)
+        timeout = self.config.limits.request_timeout_s
+        response = None
+        try:
+            response = self._handle(adapter).generate.remote(requests, params)
+            return await asyncio.wait_for(_result(response), timeout)
+        except BaseException as error:
+            if response is not None and _abandoned(error):
+                response.cancel()  # the model stops working on it
+            raise self._api_error(error, timeout) from None
+
+    async def stream(
+        self, model: str, request: ChatRequest, params: GenerationParams
+    ) -> AsyncIterator[StreamChunk]:
+        """The reply's chunks; the first is awaited here, so a refusal is still a status."""
+        adapter = self.adapter_for(model)
+        timeout = self.config.limits.request_timeout_s
+        deadline = time.monotonic() + timeout
+        try:
+            response = self._stream_handle(adapter).stream.remote(request, params)
+        except BaseException as error:
+            raise self._api_error(error, timeout) from None
+        try:
+            first = await self._next_chunk(response, deadline)
+        except BaseException as error:
+            if _abandoned(error):
+                response.cancel()
+            raise
+        return self._chunks(response, first, deadline)
+
+    async def _chunks(
+        self, response: Any, first: StreamChunk | None, deadline: float
+    ) -> AsyncIterator[StreamChunk]:
+        chunk = first
+        try:
+            while chunk is not None:
+                yield chunk
+                chunk = await self._next_chunk(response, deadline)
+        except BaseException as error:
+            if _abandoned(error):
+                response.cancel()  # the client left, or the deadline passed: stop generating
+            raise
+
+    async def _next_chunk(self, response: Any, deadline: float) -> StreamChunk | None:
         timeout = self.config.limits.request_timeout_s
         try:
-            return await asyncio.wait_for(_result(response), timeout)
-        except asyncio.TimeoutError:
-            response.cancel()
-            raise ApiError(
-                504, "timeout", f"the model did not answer within {timeout:g} s"
-            ) from None
-        except RayTaskError as error:
-            if isinstance(error.cause, ApiError):  # the model refused the request itself
-                raise error.cause from None
-            raise
-        except BackPressureError:
-            raise self._overloaded("the model queue is full") from None
-        except DeploymentUnavailableError:
-            raise self._overloaded("the model deployment is unavailable") from None
+            return await asyncio.wait_for(anext(response), deadline - time.monotonic())
+        except StopAsyncIteration:
+            return None
+        except BaseException as error:
+            raise self._api_error(error, timeout) from None
+
+    def _api_error(self, error: BaseException, timeout: float) -> BaseException:
+        """What a failed model call becomes: an ApiError, or the error itself (a bug)."""
+        if isinstance(error, asyncio.TimeoutError):
+            return ApiError(504, "timeout", f"the model did not answer within {timeout:g} s")
+        if isinstance(error, RayTaskError) and isinstance(error.cause, ApiError):
+            return error.cause  # the model refused the request itself
+        if isinstance(error, BackPressureError):
+            return self._overloaded("the model queue is full")
+        if isinstance(error, DeploymentUnavailableError):
+            return self._overloaded("the model deployment is unavailable")
+        return error
 
     async def ready(self) -> dict[str, str]:
         try:
@@ -99,12 +146,26 @@ class ApiServer:
     def _handle(self, adapter: str | None) -> Any:
         if adapter not in self._handles:
             # routes the call to replicas that already hold the adapter, when there are any
-            self._handles[adapter] = self.model.options(multiplexed_model_id=adapter)
+            self._handles[adapter] = self.model.options(multiplexed_model_id=adapter or "")
         return self._handles[adapter]
+
+    def _stream_handle(self, adapter: str | None) -> Any:
+        if adapter not in self._stream_handles:
+            self._stream_handles[adapter] = self._handle(adapter).options(stream=True)
+        return self._stream_handles[adapter]
 
     def _overloaded(self, why: str) -> ApiError:
         retry = str(self.config.limits.retry_after_s)
         return ApiError(503, "overloaded", f"{why}; retry later", None, {"Retry-After": retry})
+
+
+def _abandoned(error: BaseException) -> bool:
+    """Whether a call was given up (its deadline passed, its client left), so the model
+    should stop on it. A call that failed by itself is not cancelled: Serve would re-read
+    the failed result and raise its error again."""
+    if isinstance(error, ApiError):
+        return error.status == 504
+    return isinstance(error, asyncio.TimeoutError | asyncio.CancelledError | GeneratorExit)
 
 
 async def _result(response: Any) -> Any:

@@ -1,12 +1,19 @@
-"""ASGI middleware bounding the request body: by Content-Length up front, and while read.
+"""ASGI middleware bounding the request body: its size, and how long its pieces take.
 
 A declared length over the limit is answered 413 before any byte is read; a chunked or
 lying body raises BodyTooLarge from `receive` once it passes the limit, which the app's
-error handler turns into the same 413.
+error handler turns into the same 413. A client that goes silent mid-upload (declares
+5,000 bytes, sends 11) gets a JSON 408 once no piece arrived for `read_timeout_s`,
+instead of holding the connection until the proxy's own (plain-text) timeout.
+
+Malformed HTTP itself (a bad Content-Length, an unknown method, Content-Length together
+with Transfer-Encoding) never reaches this app: Ray Serve's proxy (uvicorn and h11)
+answers it with a plain-text 400 before any ASGI app runs, and Serve offers no hook there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -24,9 +31,24 @@ class BodyTooLarge(Exception):
         )
 
 
+class BodyStalled(Exception):
+    def __init__(self, timeout_s: float):
+        super().__init__(f"no body bytes for {timeout_s:g} s")
+        self.timeout_s = timeout_s
+
+    def api_error(self) -> ApiError:
+        return ApiError(
+            408,
+            "body_timeout",
+            f"the request body stalled: nothing arrived for {self.timeout_s:g} s",
+            None,
+            {"Connection": "close"},
+        )
+
+
 class BodyLimit:
-    def __init__(self, app: Any, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: Any, max_bytes: int, read_timeout_s: float):
+        self.app, self.max_bytes, self.read_timeout_s = app, max_bytes, read_timeout_s
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -42,7 +64,10 @@ class BodyLimit:
 
         async def limited_receive() -> dict:
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout_s)
+            except asyncio.TimeoutError:
+                raise BodyStalled(self.read_timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:

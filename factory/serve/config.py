@@ -118,9 +118,10 @@ class ModelDeploymentOptions(DeploymentOptions):
     batch_wait_timeout_s: float = Field(
         0.005,
         ge=0,
-        description="how long a batch waits to fill before it runs: a lone request pays it "
-        "once; under load it lets batches fill (0 runs with what is waiting, which stays "
-        "little while a CPU engine holds the GIL and the replica's loop cannot take requests)",
+        description="how long a batch waits to fill while other requests are in flight on "
+        "the replica; a lone request on an idle replica starts at once and pays nothing. "
+        "Under load it lets batches fill (0 runs with what is waiting, which stays little "
+        "while a CPU engine holds the GIL and the replica's loop cannot take requests)",
     )
     max_adapters_per_replica: int = Field(
         4, ge=1, description="adapters kept loaded per replica; the least recently used leaves"
@@ -156,6 +157,37 @@ class RequestLimits(Strict):
     )
     max_new_tokens: int = Field(
         512, ge=1, description="most tokens a client may ask for (max_tokens above it: 422)"
+    )
+    max_prompt_tokens: int | None = Field(
+        8192,
+        ge=1,
+        description="most prompt tokens (system + prompt, as the model's tokenizer counts "
+        "them) one request may bring (400 context_length_exceeded); the model's context "
+        "less the request's max_new_tokens applies too, where the engine knows one (vLLM's "
+        "max_model_len, the tokenizer's model_max_length). None: only the model's. Checked "
+        "by the model deployment before the request joins a batch: no engine time is spent",
+    )
+    max_messages: int = Field(
+        64, ge=1, description="most messages in one chat request (413 too_many_messages)"
+    )
+    max_text_chars: int = Field(
+        32_000,
+        ge=1,
+        description="most characters in any one text field: a message, a question, a "
+        "catalogue field (413 text_too_long); images are bounded by max_image_bytes instead",
+    )
+    max_json_depth: int = Field(
+        32, ge=2, description="deepest nesting of objects and arrays in a JSON body (400)"
+    )
+    max_json_keys: int = Field(
+        1_000, ge=1, description="most object keys in a JSON body, all levels together (413)"
+    )
+    max_stop_sequences: int = Field(4, ge=0, description="most `stop` strings (OpenAI's is 4)")
+    body_read_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="longest wait for the next piece of a request body: a client that goes "
+        "silent mid-upload gets a 408 and frees its connection",
     )
 
 

@@ -3,12 +3,16 @@
 Bodies are parsed by hand rather than by FastAPI's parameter binding, so that every
 failure has this API's own status and error body: malformed JSON 400, a wrong field 422
 naming it, a body over the limit 413 (checked from Content-Length and again while
-reading, for chunked uploads).
+reading, for chunked uploads), a stalled upload 408. JSON bodies are bounded in depth,
+keys, text length and message count before validation (`json_body`); the 422 of a body
+with many problems lists the first few. `/openapi.json` is behind the API keys; Serve's
+own `/-/routes` and `/-/healthz` are answered by its proxy, outside this app (they name
+route prefixes and app names only).
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 from typing import Any
 
@@ -18,23 +22,38 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from factory.models.engine import Completion
 from factory.serve import openai_chat
 from factory.serve.api_server import ApiServer
 from factory.serve.auth import check_bearer
-from factory.serve.body_limit import BodyLimit, BodyTooLarge
+from factory.serve.body_limit import BodyLimit, BodyStalled, BodyTooLarge
+from factory.serve.chat_stream import sse_events
+from factory.serve.config import RequestLimits
 from factory.serve.errors import ApiError
+from factory.serve.json_body import check_text, parse_json
 from factory.serve.schemas import CaptionRequest, ChatCompletionRequest, ImageFields, QARequest
 
 logger = logging.getLogger("ray.serve")
+# validation problems listed in a 422: enough to act on, never megabytes
+_PROBLEMS_SHOWN = 5
 
 
 def build_http_api(server: ApiServer) -> FastAPI:
-    app = FastAPI(title="caption factory", docs_url=None, redoc_url=None)
-    app.add_middleware(BodyLimit, max_bytes=server.config.limits.max_body_bytes)
+    limits = server.config.limits
+    # the schema is served by the route below, behind the same auth as the API
+    app = FastAPI(title="caption factory", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(
+        BodyLimit, max_bytes=limits.max_body_bytes, read_timeout_s=limits.body_read_timeout_s
+    )
     _add_error_handlers(app)
 
     def authorize(request: Request) -> None:
         check_bearer(request.headers.get("authorization"), server.api_keys)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> dict[str, Any]:
+        authorize(request)
+        return app.openapi()
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -61,7 +80,7 @@ def build_http_api(server: ApiServer) -> FastAPI:
     @app.post("/v1/caption")
     async def caption(request: Request) -> dict[str, Any]:
         authorize(request)
-        body, upload = await _parsed(request, CaptionRequest)
+        body, upload = await _parsed(request, CaptionRequest, limits)
         model = body.model or server.config.model_name
         server.adapter_for(model)
         server.tasks.check_style(body.style)
@@ -73,7 +92,7 @@ def build_http_api(server: ApiServer) -> FastAPI:
     @app.post("/v1/qa")
     async def qa(request: Request) -> dict[str, Any]:
         authorize(request)
-        body, upload = await _parsed(request, QARequest)
+        body, upload = await _parsed(request, QARequest, limits)
         model = body.model or server.config.model_name
         server.adapter_for(model)
         image = await _image(server, body, upload)
@@ -84,19 +103,22 @@ def build_http_api(server: ApiServer) -> FastAPI:
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Any:
         authorize(request)
-        body = _validated(ChatCompletionRequest, await _json(request))
+        check_messages = functools.partial(openai_chat.check_message_count, limits=limits)
+        data = parse_json(await request.body(), limits, check_messages)
+        body = _validated(ChatCompletionRequest, data)
         server.adapter_for(body.model)
-        config = server.config
         params = openai_chat.generation_params(
-            body, config.generation, config.limits.max_new_tokens
+            body, server.config.generation, limits.max_new_tokens
         )
+        stops = openai_chat.stop_sequences(body, limits)
         chat_request = await openai_chat.chat_request(body, server.images.from_url)
-        generated = await server.generate(body.model, [chat_request], params)
-        text = generated.texts[0]
         if body.stream:
-            return StreamingResponse(
-                openai_chat.stream_chunks(body.model, text), media_type="text/event-stream"
-            )
+            chunks = await server.stream(body.model, chat_request, params)
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            events = sse_events(body.model, chunks, stops, include_usage)
+            return StreamingResponse(events, media_type="text/event-stream")
+        generated = await server.generate(body.model, [chat_request], params)
+        completion = (generated.completions or [Completion(generated.texts[0])])[0]
         lineage = {
             "base_model": generated.model,
             "revision": generated.revision,
@@ -104,7 +126,9 @@ def build_http_api(server: ApiServer) -> FastAPI:
             "adapter_revision": generated.adapter_revision,
             "engine": generated.engine,
         }
-        return openai_chat.completion(body.model, text, lineage)
+        return openai_chat.completion_body(
+            body.model, openai_chat.cut_at_stop(completion, stops), lineage
+        )
 
     return app
 
@@ -116,6 +140,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, error: BodyTooLarge) -> JSONResponse:
+        return await api_error(request, error.api_error())
+
+    @app.exception_handler(BodyStalled)
+    async def stalled(request: Request, error: BodyStalled) -> JSONResponse:
         return await api_error(request, error.api_error())
 
     @app.exception_handler(Exception)
@@ -131,33 +159,30 @@ def _add_error_handlers(app: FastAPI) -> None:
         return await api_error(request, ApiError(error.status_code, code, str(error.detail)))
 
 
-async def _json(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
-
-
 def _validated(model: type[BaseModel], data: Any) -> Any:
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     try:
         return model.model_validate(data)
     except ValidationError as error:
+        errors = error.errors(include_url=False, include_input=False)
         problems = "; ".join(
             f"{'.'.join(str(part) for part in e['loc']) or 'body'}: {e['msg']}"
-            for e in error.errors()
+            for e in errors[:_PROBLEMS_SHOWN]
         )
-        first = error.errors()[0]["loc"]
+        if len(errors) > _PROBLEMS_SHOWN:
+            problems += f"; and {len(errors) - _PROBLEMS_SHOWN} more"
+        first = errors[0]["loc"]
         raise ApiError(422, "invalid_request", problems, str(first[0]) if first else None) from None
 
 
-async def _parsed(request: Request, model: type[ImageFields]) -> tuple[Any, bytes | None]:
+async def _parsed(
+    request: Request, model: type[ImageFields], limits: RequestLimits
+) -> tuple[Any, bytes | None]:
     """The body as `model`, from JSON or multipart/form-data (with the image uploaded)."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
-        return _validated(model, await _json(request)), None
+        return _validated(model, parse_json(await request.body(), limits)), None
     try:
         form = await request.form()
     except StarletteHTTPException as error:  # Starlette's answer to a malformed multipart
@@ -167,16 +192,16 @@ async def _parsed(request: Request, model: type[ImageFields]) -> tuple[Any, byte
     fields: dict[str, Any] = {}
     upload: bytes | None = None
     for key, value in form.multi_items():
+        if key in fields or (key == "image" and upload is not None):
+            raise ApiError(422, "invalid_request", f"field {key!r} is sent more than once", key)
         if isinstance(value, UploadFile):
             if key != "image":
                 raise ApiError(422, "invalid_request", f"unexpected file field {key!r}", key)
             upload = await value.read()
         elif key == "catalogue":
-            try:
-                fields[key] = json.loads(value)
-            except ValueError:
-                raise ApiError(400, "invalid_json", "catalogue is not valid JSON", key) from None
+            fields[key] = parse_json(value, limits)
         else:
+            check_text(value, key, limits)
             fields[key] = value
     return _validated(model, fields), upload
 

@@ -1,10 +1,16 @@
-"""The model deployment: one engine per replica, dynamic batching, adapters on demand.
+"""The model deployment: one engine per replica, batching, adapters on demand, isolation.
 
-A plain class; `factory.serve.app` makes it a Serve deployment. Requests name an adapter
-through Serve's multiplexed model id, so the router sends them to replicas that already
-hold it; `serve.multiplexed` keeps at most `max_adapters_per_replica` per replica and
-evicts the least recently used. Serve splits batches by that id, so one batch is one
-adapter and one engine call.
+A plain class; `factory.serve.app` makes it a Serve deployment, and the pipeline's model
+services deploy it too. Requests name an adapter through Serve's multiplexed model id, so
+the router sends them to replicas that already hold it; `serve.multiplexed` keeps at most
+`max_adapters_per_replica` per replica and evicts the least recently used.
+
+Each request is checked against the model's context before it joins a batch. Async
+engines (`acomplete`, vLLM's AsyncLLM) get every request as its own call: they batch
+continuously, and cancelling the call aborts the request in the engine. Synchronous
+engines are batched by Serve (one batch is one adapter) and run in a worker thread
+(`engine_calls`): a request that raises fails alone, and a batch whose callers are gone
+stops where the engine allows. `stream` gives the reply chunk by chunk.
 
 Engines: transformers gets PEFT adapters through `PeftAdapterEngine`; vllm and openai
 take the adapters in their own config (vLLM fetches every adapter when the replica starts
@@ -16,18 +22,33 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
 
-from factory.models.engine import ChatRequest, GenerationParams, load_engine
+from factory.models.engine import (
+    ChatRequest,
+    Completion,
+    GenerationParams,
+    StreamChunk,
+    load_engine,
+)
 from factory.serve.config import ServeConfig
+from factory.serve.engine_calls import SyncEngineCalls, Ticket
 from factory.serve.errors import ApiError
+from factory.serve.token_budget import TokenBudget
+
+BatchItem = tuple[ChatRequest, str, Ticket]
 
 
 @dataclasses.dataclass(frozen=True)
 class Generated:
-    """Texts for one call, and what made them (for lineage)."""
+    """Replies for one call, and what made them (for lineage).
+
+    `completions` carries each reply's finish reason and token counts; `texts` are their
+    texts, kept for callers that read only those.
+    """
 
     texts: list[str]
     engine: str
@@ -35,6 +56,7 @@ class Generated:
     revision: str
     adapter: str | None
     adapter_revision: str | None
+    completions: list[Completion] = dataclasses.field(default_factory=list)
 
 
 class _AdapterSlot:
@@ -52,13 +74,14 @@ class _AdapterSlot:
             return
         self.released = True
         unload = getattr(self.engine, "unload", None)
-        if unload is not None:
+        if callable(unload):
             unload(self.name)
 
 
 def build_engine(config: ServeConfig) -> Any:
-    if config.engine.kind == "transformers":
-        from factory.serve.peft_adapters import PeftAdapterEngine
+    # PEFT only where adapters are served: the plain engine streams and stops mid-batch
+    if config.engine.kind == "transformers" and config.adapters:
+        from factory.models.peft_adapters import PeftAdapterEngine
 
         return PeftAdapterEngine(
             config.engine, config.adapters, config.model_deployment.max_adapters_per_replica
@@ -67,7 +90,7 @@ def build_engine(config: ServeConfig) -> Any:
 
 
 class ModelServer:
-    """Generates for lists of chat requests; the adapter comes from the multiplexed id."""
+    """Completes lists of chat requests; the adapter comes from the multiplexed id."""
 
     def __init__(self, config: ServeConfig):
         self.config = config
@@ -75,15 +98,21 @@ class ModelServer:
         # the engines say whether their model takes images; plugins that do not say, do
         base = getattr(self.engine, "base", self.engine)
         self.accepts_images = getattr(base, "accepts_images", True)
+        self.budget = TokenBudget(self.engine, config.limits.max_prompt_tokens)
+        self.is_async = callable(getattr(self.engine, "acomplete", None))
+        self.calls = SyncEngineCalls(self.engine)
+        self._in_flight = 0  # requests of this replica queued for or inside the engine
         options = config.model_deployment
 
         async def load_adapter(name: str) -> _AdapterSlot:
+            # engines with their own adapter cache (vllm, openai) have no load method; an
+            # attribute of that name that is not one (vLLM's scheduler `load`) is not it
             load = getattr(self.engine, "load", None)
-            revision = await asyncio.to_thread(load, name) if load else None
+            revision = await asyncio.to_thread(load, name) if callable(load) else None
             return _AdapterSlot(self.engine, name, revision)
 
-        async def generate_batch(items: list[tuple[ChatRequest, str]]) -> list[str]:
-            return await self._generate_batch(items)
+        async def run_batch(items: list[BatchItem]) -> list[Completion | Exception]:
+            return await self._run_batch(items)
 
         # Applied per instance, from config: the limits are settings, not code.
         self._adapter = serve.multiplexed(
@@ -92,43 +121,117 @@ class ModelServer:
         self._batched = serve.batch(
             max_batch_size=options.max_batch_size,
             batch_wait_timeout_s=options.batch_wait_timeout_s,
-        )(generate_batch)
+        )(run_batch)
 
     async def generate(self, requests: list[ChatRequest], params: GenerationParams) -> Generated:
+        """One completion per request, in order (the pipeline's and the ingress's call)."""
+        requests, adapter, revision = await self._admitted(requests, params)
+        completions = await asyncio.gather(
+            *(self._complete(request, params) for request in requests)
+        )
+        info = self.engine.info
+        return Generated(
+            [completion.text for completion in completions],
+            info.engine,
+            info.model,
+            info.revision,
+            adapter,
+            revision,
+            list(completions),
+        )
+
+    async def stream(
+        self, request: ChatRequest, params: GenerationParams
+    ) -> AsyncIterator[StreamChunk]:
+        """One reply as it is generated (call with `handle.options(stream=True)`); the last
+        chunk carries the whole Completion. Closing the stream stops the generation."""
+        [request], _, _ = await self._admitted([request], params)
+        async for chunk in self._chunks(request, params):
+            if chunk.completion is not None:
+                chunk = StreamChunk(chunk.text, self.budget.with_counts(chunk.completion, request))
+            yield chunk
+
+    async def _admitted(
+        self, requests: list[ChatRequest], params: GenerationParams
+    ) -> tuple[list[ChatRequest], str | None, str | None]:
+        """The requests with their adapter, once they pass the image and context checks."""
         if not self.accepts_images and any(request.image is not None for request in requests):
             raise ApiError(
                 422,
                 "model_takes_no_images",
                 f"model {self.config.model_name!r} is a text-only LLM; send no image",
             )
+        self.budget.check(requests, params)
         adapter = serve.get_multiplexed_model_id() or None
         revision = None
         if adapter is not None:
             slot = await self._adapter(adapter)
             revision = slot.revision
         requests = [dataclasses.replace(request, adapter=adapter) for request in requests]
-        key = params.model_dump_json()
-        texts = await asyncio.gather(*(self._batched((request, key)) for request in requests))
-        info = self.engine.info
-        return Generated(list(texts), info.engine, info.model, info.revision, adapter, revision)
+        return requests, adapter, revision
 
-    async def _generate_batch(self, items: list[tuple[ChatRequest, str]]) -> list[str]:
+    async def _complete(self, request: ChatRequest, params: GenerationParams) -> Completion:
+        if self.is_async:
+            # the engine batches by itself; a cancelled call aborts the request in it
+            completion = await self.engine.acomplete(request, params)
+            return self.budget.with_counts(completion, request)
+        ticket = Ticket()
+        # A lone request on an idle replica starts at once; while others are in flight, a
+        # batch waits (batch_wait_timeout_s) to fill. Serve reads the wait when a batch
+        # takes its first request, so it is set before this one joins the queue.
+        wait = self.config.model_deployment.batch_wait_timeout_s if self._in_flight else 0.0
+        self._batched.set_batch_wait_timeout_s(wait)
+        self._in_flight += 1
+        try:
+            outcome = await self._batched((request, params.model_dump_json(), ticket))
+        except asyncio.CancelledError:
+            ticket.cancelled = True  # the batch can stop once all its callers are gone
+            raise
+        finally:
+            self._in_flight -= 1
+        if isinstance(outcome, Exception):
+            raise outcome
+        return self.budget.with_counts(outcome, request)
+
+    async def _run_batch(self, items: list[BatchItem]) -> list[Completion | Exception]:
         # one engine call per distinct decoding setting in the batch
-        texts: list[str] = [""] * len(items)
+        outcomes: list[Completion | Exception] = [RuntimeError("not run")] * len(items)
         by_params: dict[str, list[int]] = {}
-        for position, (_, key) in enumerate(items):
+        for position, (_, key, _) in enumerate(items):
             by_params.setdefault(key, []).append(position)
         for key, positions in by_params.items():
             params = GenerationParams.model_validate_json(key)
             requests = [items[position][0] for position in positions]
-            outputs = await asyncio.to_thread(self.engine.generate, requests, params)
-            for position, text in zip(positions, outputs, strict=True):
-                texts[position] = text
-        return texts
+            tickets = [items[position][2] for position in positions]
+            done = await asyncio.to_thread(self.calls.run_batch, requests, params, tickets)
+            for position, outcome in zip(positions, done, strict=True):
+                outcomes[position] = outcome
+        return outcomes
 
-    async def ready(self) -> dict[str, str]:
+    def _chunks(self, request: ChatRequest, params: GenerationParams) -> AsyncIterator[Any]:
+        astream = getattr(self.engine, "astream", None)
+        if callable(astream):
+            return astream(request, params)
+        if self.calls.streams and not self.is_async:
+            return self.calls.stream(request, params)
+        return self._one_chunk(request, params)
+
+    async def _one_chunk(
+        self, request: ChatRequest, params: GenerationParams
+    ) -> AsyncIterator[StreamChunk]:
+        completion = await self._complete(request, params)
+        yield StreamChunk(completion.text, completion)
+
+    async def ready(self) -> dict[str, Any]:
         info = self.engine.info
-        return {"engine": info.engine, "model": info.model, "revision": info.revision}
+        return {
+            "engine": info.engine,
+            "model": info.model,
+            "revision": info.revision,
+            # what a pipeline's service client needs to know about the engine behind it
+            "accepts_images": self.accepts_images,
+            "constrains_json": bool(getattr(self.engine, "constrains_json", False)),
+        }
 
     async def check_health(self) -> None:
         """Serve's periodic health check: a replica whose engine is gone is replaced."""

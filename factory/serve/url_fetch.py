@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import socket
 from collections.abc import AsyncIterator, Sequence
 
@@ -27,6 +28,9 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 64 * 1024
+# What the C library's inet_aton reads as IPv4 (1 to 4 parts, decimal, octal or hex):
+# 2130706433, 0177.0.0.1, 127.1 and 0x7f.1 all connect to 127.0.0.1.
+_LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$", re.IGNORECASE)
 
 
 class ForbiddenAddress(OSError):
@@ -51,6 +55,26 @@ def address_problem(address: IpAddress, allowed: Sequence[IpNetwork]) -> str | N
             return f"{address} is a {label} address"
     # anything else that is not globally routable (shared address space 100.64/10, ...)
     return None if address.is_global else f"{address} is not a public address"
+
+
+def literal_address(host: str) -> IpAddress | None:
+    """The address a host spells in any form a resolver would read as one, else None.
+
+    Besides canonical forms this catches what inet_aton accepts (`2130706433`, `0177.0.0.1`,
+    `127.1`, `0`) and a trailing root dot (`127.0.0.1.`), so every spelling of a forbidden
+    address gets the same 403, decided before any connection.
+    """
+    bare = host.strip("[]").rstrip(".")
+    try:
+        return ipaddress.ip_address(bare)
+    except ValueError:
+        pass
+    if not _LEGACY_IPV4.match(bare):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(bare))
+    except OSError:
+        return None  # not an address after all (say, a part above 255): left to DNS
 
 
 class GuardedResolver(AbstractResolver):
@@ -131,9 +155,8 @@ class ImageFetcher:
             )
         if not parsed.host:
             raise ApiError(400, "invalid_url", f"{url!r} names no host")
-        try:
-            literal = ipaddress.ip_address(parsed.host.strip("[]"))
-        except ValueError:
+        literal = literal_address(parsed.host)
+        if literal is None:
             return parsed  # a name: the resolver checks what it resolves to
         # the connector skips the resolver for literal addresses, so they are checked here
         if problem := address_problem(literal, self.allowed):
@@ -163,6 +186,18 @@ class ImageFetcher:
         )
 
 
+def _forbidden_cause(error: BaseException) -> ForbiddenAddress | None:
+    """The resolver's refusal, however aiohttp wrapped it (os_error, cause or context)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ForbiddenAddress):
+            return current
+        seen.add(id(current))
+        current = getattr(current, "os_error", None) or current.__cause__ or current.__context__
+    return None
+
+
 @contextlib.asynccontextmanager
 async def _get(session: aiohttp.ClientSession, url: URL) -> AsyncIterator[aiohttp.ClientResponse]:
     """`session.get` without automatic redirects; connection errors become 4xx answers."""
@@ -170,10 +205,8 @@ async def _get(session: aiohttp.ClientSession, url: URL) -> AsyncIterator[aiohtt
         async with session.get(url, allow_redirects=False) as response:
             yield response
     except aiohttp.ClientConnectorError as error:
-        if isinstance(error.os_error, ForbiddenAddress):
-            raise ApiError(
-                403, "url_forbidden", f"refusing to fetch {url}: {error.os_error}"
-            ) from None
+        if forbidden := _forbidden_cause(error):
+            raise ApiError(403, "url_forbidden", f"refusing to fetch {url}: {forbidden}") from None
         raise ApiError(
             422, "image_fetch_failed", f"cannot connect to {url.host}: {error.os_error}"
         ) from None

@@ -60,6 +60,9 @@ def test_auth_is_off_when_not_configured(app):
     models = requests.get(f"{url}/v1/models", timeout=10)
     assert models.status_code == 200
     assert [m["id"] for m in models.json()["data"]] == ["scripted", "museum-lora"]
+    # the schema follows the auth setting: open here, behind the key where keys are set
+    schema = requests.get(f"{url}/openapi.json", timeout=10)
+    assert "/v1/caption" in schema.json()["paths"]
 
 
 def test_critic_loop_returns_facts_verdicts_and_the_rewrite(app):

@@ -63,3 +63,21 @@ def test_text_only_model_refuses_images_with_422(app):
     answer = requests.post(f"{app}/v1/caption", json=body, timeout=60)
     assert answer.status_code == 422
     assert answer.json()["error"]["code"] == "model_takes_no_images"
+
+
+def test_vllm_streams_token_by_token_with_usage(app):
+    client = openai.OpenAI(base_url=f"{app}/v1", api_key="unused", max_retries=0)
+    ask = {"model": "tiny-llama", "messages": [{"role": "user", "content": "Describe it."}]}
+    whole = client.chat.completions.create(**ask, max_tokens=8)
+    chunks = list(
+        client.chat.completions.create(
+            **ask, max_tokens=8, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert len(pieces) > 2  # vLLM's deltas as they come, not the whole text at once
+    assert "".join(pieces).strip() == whole.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert whole.choices[0].finish_reason in ("stop", "length")

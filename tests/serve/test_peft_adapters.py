@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
+from factory.models.peft_adapters import PeftAdapterEngine
 from factory.models.tiny import build_tiny_llava
-from factory.serve.peft_adapters import PeftAdapterEngine
 from tests.imagegen import jpeg
 from tests.serve.adapters import make_lora_adapter
 

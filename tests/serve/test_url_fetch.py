@@ -115,3 +115,14 @@ def test_size_time_and_status_limits(host):
 def test_fetching_can_be_switched_off(host):
     error = refused(UrlFetchConfig(enabled=False, allowed_networks=["127.0.0.1/32"]), host.url)
     assert (error.status, error.code) == (400, "url_fetch_disabled")
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["2130706433", "0177.0.0.1", "127.1", "127.0.0.1.", "0x7f.1", "0", "[::1]"],
+)
+def test_every_spelling_of_loopback_is_refused_as_forbidden(host, spelling):
+    hits_before = len(host.hits)
+    error = refused(UrlFetchConfig(), f"http://{spelling}:{host.port}/image.jpg")
+    assert (error.status, error.code) == (403, "url_forbidden"), error.message
+    assert len(host.hits) == hits_before  # refused before any connection
