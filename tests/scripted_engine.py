@@ -11,7 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from factory.models.engine import ChatRequest, EngineConfig, EngineInfo, GenerationParams
+from factory.models.engine import (
+    ChatRequest,
+    Completion,
+    EngineConfig,
+    EngineInfo,
+    GenerationParams,
+)
 
 CAPTION = "A red horse stands on the left of a green field under a blue sky, beside a wooden fence."
 FACTS = (
@@ -61,7 +67,15 @@ REPLIES = {
     "rewriter": lambda prompt: f"Rewritten caption: {REWRITTEN}",
     "qa": _qa,
     "silent": lambda prompt: "",
+    # cut off at max_new_tokens (finish reason length), as a long reply is
+    "cut": lambda prompt: '{"facts": ["A red horse stands on the le',
+    # valid for the lenient parsers, but not JSON: wrong from an engine that constrains
+    "strict_prose": lambda prompt: "1. A horse is red.\n2. The sky is blue.",
+    # what a constraining engine returns under the facts schema
+    "strict_facts": lambda prompt: json.dumps({"facts": list(FACTS[:2])}),
 }
+TRUNCATED = {"cut"}
+CONSTRAINED = {"strict_prose", "strict_facts"}
 
 
 class ScriptedEngine:
@@ -71,7 +85,16 @@ class ScriptedEngine:
         self.reply = REPLIES[config.model]
         self.info = EngineInfo(engine="scripted", model=config.model, revision="script-1")
         self.prompts: list[str] = []
+        self.schemas: list[dict | None] = []
+        self.finish_reason = "length" if config.model in TRUNCATED else "stop"
+        self.constrains_json = config.model in CONSTRAINED
 
     def generate(self, requests: Sequence[ChatRequest], params: GenerationParams) -> list[str]:
+        return [completion.text for completion in self.complete(requests, params)]
+
+    def complete(
+        self, requests: Sequence[ChatRequest], params: GenerationParams
+    ) -> list[Completion]:
         self.prompts.extend(request.prompt for request in requests)
-        return [self.reply(request.prompt) for request in requests]
+        self.schemas.extend(request.json_schema for request in requests)
+        return [Completion(self.reply(r.prompt), self.finish_reason) for r in requests]

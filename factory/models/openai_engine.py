@@ -8,12 +8,20 @@ downscaled first exactly as the local engines downscale them. Transient failures
 server's Retry-After; other 4xx mean the request itself is wrong and fail at once with
 the server's message. A bounded thread pool keeps at most max_concurrency requests in
 flight per engine.
+
+A request with a `json_schema` goes as `response_format: {type: json_schema}` (strict),
+which vLLM, SGLang and OpenAI decode under. A server that refuses response_format (a 4xx
+naming it) gets the request again without it, and so do all later ones: the engine then
+says it cannot constrain (`constrains_json` false), the caller parses leniently, and the
+log says so once.
 """
 
 from __future__ import annotations
 
 import email.utils
+import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +33,7 @@ import requests
 
 from factory.models.engine import (
     ChatRequest,
+    Completion,
     EngineConfig,
     EngineInfo,
     GenerationParams,
@@ -32,6 +41,10 @@ from factory.models.engine import (
     check_adapters,
 )
 from factory.models.images import jpeg_data_url
+
+log = logging.getLogger(__name__)
+
+_REFUSES_SCHEMA = re.compile(r"response_format|json_schema|guided_json|structured", re.I)
 
 _TRANSIENT_ERRORS = (
     requests.ConnectionError,
@@ -62,6 +75,7 @@ class OpenAIEngine:
         self._local = threading.local()
         self.generated_tokens = 0  # running total from the servers' usage, for stage metrics
         self._count_lock = threading.Lock()
+        self._schemas_refused = threading.Event()
         self._pool = ThreadPoolExecutor(
             max_workers=self.options.max_concurrency, thread_name_prefix="openai-engine"
         )
@@ -71,8 +85,20 @@ class OpenAIEngine:
             revision=config.revision or self._served_model_revision(),
         )
 
+    @property
+    def constrains_json(self) -> bool:
+        """Whether json_schema requests are decoded under the schema (until a server
+        refuses response_format)."""
+        return not self._schemas_refused.is_set()
+
     def generate(self, requests: Sequence[ChatRequest], params: GenerationParams) -> list[str]:
         """One stripped completion per request, in request order."""
+        return [completion.text for completion in self.complete(requests, params)]
+
+    def complete(
+        self, requests: Sequence[ChatRequest], params: GenerationParams
+    ) -> list[Completion]:
+        """Completions in request order, with the server's finish reasons and usage."""
         if not requests:
             return []
         check_adapters(requests, self.config)
@@ -88,19 +114,48 @@ class OpenAIEngine:
         """Stop the worker threads (after the requests in flight)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _complete(self, request: ChatRequest, params: GenerationParams) -> str:
-        answer = self._call("POST", "/chat/completions", self._body(request, params))
+    def _complete(self, request: ChatRequest, params: GenerationParams) -> Completion:
+        answer = self._post(request, params)
         try:
-            content = answer["choices"][0]["message"]["content"]
+            choice = answer["choices"][0]
+            content = choice["message"]["content"]
         except (KeyError, IndexError, TypeError) as error:
             raise OpenAIServerError(
                 f"{self.base_url}/chat/completions answered without choices[0].message."
                 f"content: {str(answer)[:300]}"
             ) from error
         usage = answer.get("usage") or {}
+        completion_tokens = _count(usage.get("completion_tokens"))
         with self._count_lock:
-            self.generated_tokens += int(usage.get("completion_tokens") or 0)
-        return (content or "").strip()
+            self.generated_tokens += completion_tokens or 0
+        return Completion(
+            text=(content or "").strip(),
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            prompt_tokens=_count(usage.get("prompt_tokens")),
+            completion_tokens=completion_tokens,
+        )
+
+    def _post(self, request: ChatRequest, params: GenerationParams) -> Any:
+        body = self._body(request, params)
+        if request.json_schema is None or self._schemas_refused.is_set():
+            return self._call("POST", "/chat/completions", body)
+        try:
+            return self._call(
+                "POST", "/chat/completions", {**body, **_response_format(request.json_schema)}
+            )
+        except OpenAIServerError as error:
+            refused = error.status is not None and 400 <= error.status < 500
+            if not (refused and _REFUSES_SCHEMA.search(str(error))):
+                raise
+            if not self._schemas_refused.is_set():
+                self._schemas_refused.set()
+                log.warning(
+                    "%s refuses response_format json_schema (%s); asking in the prompt only "
+                    "and parsing replies leniently from now on",
+                    self.base_url,
+                    error,
+                )
+        return self._call("POST", "/chat/completions", body)
 
     def _body(self, request: ChatRequest, params: GenerationParams) -> dict[str, Any]:
         content: str | list[dict[str, Any]] = request.prompt
@@ -174,6 +229,21 @@ class OpenAIEngine:
         if session is None:
             session = self._local.session = requests.Session()
         return session
+
+
+def _response_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's structured-output request field; the name is the schema's title."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", str(schema.get("title") or "reply"))[:64]
+    return {
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": schema, "strict": True},
+        }
+    }
+
+
+def _count(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _auth_headers(api_key_env: str | None) -> dict[str, str]:

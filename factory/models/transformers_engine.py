@@ -3,25 +3,41 @@
 The model's own chat template formats each request (the processor's for image-text-to-text
 models, the tokenizer's for text-only causal LMs), so one class serves LLaVA, Qwen-VL,
 Idefics, Llama, Qwen and the tiny offline models alike; nothing here knows a model family.
+
+Requests with a `json_schema` decode under a grammar (xgrammar, vLLM's own backend, as a
+logits processor): the reply is JSON valid under the schema unless it was cut off at
+max_new_tokens, which its finish reason says.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoTokenizer,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
 
 from factory.models.engine import (
     ChatRequest,
+    Completion,
     EngineConfig,
     EngineInfo,
     GenerationParams,
+    StreamChunk,
     check_adapters,
 )
 from factory.models.images import decode_image
+from factory.models.json_grammar import JsonGrammars, schema_key
 from factory.models.loading import is_image_text_to_text, load_pretrained
 from factory.models.weights import resolve_model_path, weights_revision
 
@@ -49,26 +65,118 @@ class TransformersEngine:
         self.device, self.processor, self.model = loaded.device, loaded.processor, loaded.model
         self.generated_tokens = 0  # running total, read by the stage metrics
         _prepare_for_batches(self.tokenizer)
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        self._grammars = JsonGrammars(self.tokenizer, vocab, sorted(self.eos_ids))
         self.info = EngineInfo(
             engine="transformers",
             model=config.model,
             revision=config.revision or weights_revision(loaded.directory),
         )
 
+    @property
+    def constrains_json(self) -> bool:
+        return JsonGrammars.available()
+
     def generate(self, requests: Sequence[ChatRequest], params: GenerationParams) -> list[str]:
         """One stripped completion per request, in request order."""
+        return [completion.text for completion in self.complete(requests, params)]
+
+    def complete(
+        self,
+        requests: Sequence[ChatRequest],
+        params: GenerationParams,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[Completion]:
+        """Completions in request order. Requests are batched by JSON schema (one grammar
+        per batch); `should_stop` is polled every step and ends the batch when true."""
         if not requests:
             return []
         self._check(requests)
-        conversations = [self._conversation(request) for request in requests]
-        inputs = self._encode(conversations)
+        groups: dict[str, list[int]] = {}
+        for position, request in enumerate(requests):
+            groups.setdefault(schema_key(request.json_schema), []).append(position)
+        completions: list[Completion] = [Completion("")] * len(requests)
+        for positions in groups.values():
+            batch = [requests[i] for i in positions]
+            for position, completion in zip(
+                positions, self._complete_batch(batch, params, should_stop), strict=True
+            ):
+                completions[position] = completion
+        return completions
+
+    def stream(self, request: ChatRequest, params: GenerationParams) -> Iterator[StreamChunk]:
+        """The reply as it is generated; the last chunk carries the whole Completion.
+
+        Generation runs in a thread; closing the iterator stops it at the next token.
+        """
+        self._check([request])
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["completions"] = self._complete_batch(
+                    [request], params, stop.is_set, streamer
+                )
+            except BaseException as error:  # re-raised in the caller's thread below
+                outcome["error"] = error
+                streamer.end()
+
+        worker = threading.Thread(target=run, name="transformers-stream", daemon=True)
+        worker.start()
+        try:
+            for text in streamer:
+                if text:
+                    yield StreamChunk(text)
+        finally:
+            stop.set()
+            worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        yield StreamChunk("", completion=outcome["completions"][0])
+
+    def _complete_batch(
+        self,
+        requests: Sequence[ChatRequest],
+        params: GenerationParams,
+        should_stop: Callable[[], bool] | None,
+        streamer: Any = None,
+    ) -> list[Completion]:
+        inputs = self._encode([self._conversation(request) for request in requests])
+        processors = LogitsProcessorList()
+        if requests[0].json_schema is not None:
+            processors.append(self._grammars.processor(requests[0].json_schema))
+        stopping = StoppingCriteriaList([_Polled(should_stop)] if should_stop else [])
         with torch.inference_mode(), _seeded_if_sampling(params, self.device):
-            output = self.model.generate(**inputs, **self._decoding_kwargs(params))
+            output = self.model.generate(
+                **inputs,
+                **self._decoding_kwargs(params),
+                logits_processor=processors,
+                stopping_criteria=stopping,
+                streamer=streamer,
+            )
         # Left padding puts every prompt's end at the same column; what follows is new text.
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        self.generated_tokens += int((new_tokens != self.tokenizer.pad_token_id).sum())
-        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [text.strip() for text in texts]
+        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
+        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
+        completions = [
+            self._completion(row, int(prompt))
+            for row, prompt in zip(new_tokens, prompt_tokens, strict=True)
+        ]
+        self.generated_tokens += sum(c.completion_tokens or 0 for c in completions)
+        return completions
+
+    def _completion(self, tokens: list[int], prompt_tokens: int) -> Completion:
+        """EOS ends a reply (counted as generated); a row without one ran out of tokens."""
+        end = next((i for i, token in enumerate(tokens) if token in self.eos_ids), None)
+        kept = tokens if end is None else tokens[:end]
+        return Completion(
+            text=self.tokenizer.decode(kept, skip_special_tokens=True).strip(),
+            finish_reason="length" if end is None else "stop",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(tokens) if end is None else end + 1,
+        )
 
     def _check(self, requests: Sequence[ChatRequest]) -> None:
         check_adapters(requests, self.config)
@@ -139,6 +247,26 @@ class TransformersEngine:
             "top_p": params.top_p,
             "top_k": 0,
         }
+
+
+class _Polled(StoppingCriteria):
+    """Ends generation for the whole batch once `should_stop()` says so."""
+
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        done = bool(self.should_stop())
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every token that ends a reply: the generation config's (one or a list) and the
+    tokenizer's."""
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    return {int(i) for i in ids if i is not None}
 
 
 def _prepare_for_batches(tokenizer: Any) -> None:

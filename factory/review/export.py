@@ -4,6 +4,7 @@ through.
     REVIEW/review.jsonl (or review.csv)   one item per caption (see factory.review.items)
     REVIEW/images/0001-<name>-<id>.jpg    each source image, numbered in review order
     REVIEW/README.txt                     what the reviewer does, and how to import
+    REVIEW/prompts.jsonl                  each item's exact prompt (for the DPO pairs)
 
 Only rows the critic scored (non-null `critic_score` and a non-empty `draft_caption`) are
 eligible. The review file is written last, so a folder without one is an interrupted
@@ -32,6 +33,13 @@ from factory import records
 from factory.io import uris
 from factory.io.outputs import shard_paths
 from factory.review import DEFAULT_COUNT
+from factory.review.draft_prompt import (
+    PROMPT_COLUMNS,
+    PROMPTS_FILE,
+    draft_prompt,
+    encode_prompts,
+    read_settings,
+)
 from factory.review.errors import FolderNotEmpty, NothingToReview, ReviewError
 from factory.review.items import REVIEW_FILES, FactCheck, HealthFlag, ReviewFormat, ReviewItem
 from factory.review.items import encode as encode_items
@@ -51,7 +59,7 @@ ITEM_COLUMNS = (
 IMAGES = "images"
 README = "README.txt"
 # what an export writes, and all that overwrite=True removes from the folder
-EXPORT_ENTRIES = (IMAGES, README, *REVIEW_FILES.values())
+EXPORT_ENTRIES = (IMAGES, README, PROMPTS_FILE, *REVIEW_FILES.values())
 COPY_THREADS = 8  # image copies are I/O-bound; S3 latency dominates
 
 
@@ -101,9 +109,13 @@ def export_review(
     if earlier_export:  # only now: a failed selection must not cost the old review
         _remove_export(to)
     items = [_item(rows[uri]) for uri in selected]
+    settings = read_settings(run)
+    prompts = {item.id: draft_prompt(rows[item.uri], settings) for item in items}
     missing = _copy_images(items, to)
     review_file = uris.join(to, REVIEW_FILES[format])
     uris.write_bytes_atomically(uris.join(to, README), _readme(run, format, items).encode())
+    known = {item_id: prompt for item_id, prompt in prompts.items() if prompt is not None}
+    uris.write_bytes_atomically(uris.join(to, PROMPTS_FILE), encode_prompts(known))
     uris.write_bytes_atomically(review_file, encode_items(items, format))
     return ExportSummary(
         folder=to,
@@ -198,7 +210,10 @@ def _lowest(
 
 
 def _rows(dataset: ds.Dataset, selected: list[str]) -> dict[str, dict]:
-    columns = [name for name in ITEM_COLUMNS if name in dataset.schema.names]
+    # the draft's prompt needs the experts' columns and the first-pass caption of its style
+    captions = [n for n in dataset.schema.names if n.startswith("caption_") and "lineage" not in n]
+    wanted_columns = (*ITEM_COLUMNS, *PROMPT_COLUMNS, *captions)
+    columns = [name for name in wanted_columns if name in dataset.schema.names]
     wanted = pc.field("uri").isin(pa.array(selected, pa.string()))
     return {row["uri"]: row for row in dataset.to_table(columns, filter=wanted).to_pylist()}
 

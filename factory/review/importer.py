@@ -2,8 +2,9 @@
 
 One Parquet file, one row per corrected caption (schema `PAIRS_SCHEMA`): the prompt the
 draft answered, `chosen` = the reviewer's caption, `rejected` = the draft. The prompt is
-the draft's template rendered without its per-image auxiliary block, so every pair of a
-template shares one prompt text.
+the one the export recorded in prompts.jsonl: exactly what the draft's model saw, expert
+notes, catalogue record and expansion questions included. Only an item with no recorded
+prompt (an older export) falls back to its template rendered without the per-image parts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 
 from factory.io import uris
 from factory.prompts import load_prompt
+from factory.review.draft_prompt import read_prompts
 from factory.review.errors import MalformedReview, ReviewError
 from factory.review.items import ReadItem, find_review_file, read_review
 
@@ -64,12 +66,13 @@ def import_review(review: str, out: str) -> ImportSummary:
     pairs: list[dict] = []
     skipped: Counter[str] = Counter()
     prompts: dict[str, str] = {}
+    exact = read_prompts(review_file)
     for entry in read:
         reason = _skip_reason(entry)
         if reason:
             skipped[reason] += 1
             continue
-        pairs.append(_pair(review_file, entry, prompts))
+        pairs.append(_pair(review_file, entry, prompts, exact.get(entry.item.id)))
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(pairs, schema=PAIRS_SCHEMA), buffer, compression="zstd")
     uris.write_bytes_atomically(out, buffer.getvalue())
@@ -89,13 +92,14 @@ def _skip_reason(entry: ReadItem) -> str | None:
     return None
 
 
-def _pair(review_file: str, entry: ReadItem, prompts: dict[str, str]) -> dict:
+def _pair(review_file: str, entry: ReadItem, prompts: dict[str, str], exact: str | None) -> dict:
     item = entry.item
     if not item.prompt_template:
         raise MalformedReview(
             f"{review_file}, line {entry.line}: item {item.id} has no prompt_template, so its "
             "pair would have no prompt"
         )
+    # the template is checked even when the export recorded the prompt: a pair names it
     if item.prompt_template not in prompts:
         try:
             prompts[item.prompt_template] = load_prompt(item.prompt_template).render()
@@ -103,7 +107,7 @@ def _pair(review_file: str, entry: ReadItem, prompts: dict[str, str]) -> dict:
             raise MalformedReview(f"{review_file}, line {entry.line}: {error}") from None
     return {
         "uri": item.uri,
-        "prompt": prompts[item.prompt_template],
+        "prompt": exact or prompts[item.prompt_template],
         "prompt_template": item.prompt_template,
         "style": item.style,
         "chosen": (item.corrected_caption or "").strip(),

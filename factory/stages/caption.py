@@ -16,7 +16,7 @@ from factory.models.engine import EngineConfig, GenerationParams
 from factory.prompts.fusion import AUXILIARY_COLUMNS, auxiliary_block
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
 from factory.stages.chat import VLM, ChatStep, PromptedEngine
-from factory.text.parse import ParseError, clean_caption
+from factory.stages.step_call import call_text
 
 STYLE_PROMPTS = {
     "detailed": "caption_fusion",
@@ -34,6 +34,14 @@ def lineage_column(text_column: str) -> str:
 
 
 class CaptionConfig(StageConfig):
+    model: str | None = Field(
+        None,
+        description="a model named in the run's `models:` section (its engine and placement "
+        "replace `engine`); None: `engine`, loaded in the stage",
+    )
+    adapter: str | None = Field(
+        None, description="LoRA adapter of the model the captions are written with; None: base"
+    )
     engine: EngineConfig = Field(
         default_factory=lambda: EngineConfig(model=VLM),
         description="which model and engine write the captions",
@@ -78,7 +86,13 @@ class CaptionStage:
         self.columns = self.columns_for(config)
         self.styles = {
             style: PromptedEngine(
-                ChatStep(engine=config.engine, prompt=prompt, generation=config.generation)
+                ChatStep(
+                    model=config.model,
+                    adapter=config.adapter,
+                    engine=config.engine,
+                    prompt=prompt,
+                    generation=config.generation,
+                )
             )
             for style, prompt in config.styles.items()
         }
@@ -90,16 +104,15 @@ class CaptionStage:
         results: list[Row | records.Rejection] = [{} for _ in rows]
         for style, prompted in self.styles.items():
             calls = [({"auxiliary": self._auxiliary(row, style)}, row["image"]) for row in rows]
-            for position, text in enumerate(prompted.generate(calls)):
+            for position, outcome in enumerate(call_text(prompted, calls, style)):
                 result = results[position]
                 if isinstance(result, records.Rejection):
                     continue
-                try:
-                    result[caption_column(style)] = clean_caption(text)
-                except ParseError as error:
-                    results[position] = records.Rejection(f"{style}_{error.reason}", error.detail)
+                if not outcome.ok:
+                    results[position] = outcome.rejection
                     continue
-                result[lineage_column(caption_column(style))] = prompted.lineage
+                result[caption_column(style)] = outcome.value
+                result[lineage_column(caption_column(style))] = outcome.lineage
         return results
 
     def _auxiliary(self, row: Row, style: str) -> str:

@@ -2,9 +2,10 @@
 
 One call per fact (the VLM sees the image, the fact and the caption it came from), so a
 long caption's facts batch well on vLLM. Verdicts: consistent, inconsistent, unverifiable;
-`critic_score` is the share of judged facts that are consistent. A fact whose answer
-cannot be parsed keeps a null verdict with the reason; a caption none of whose facts
-could be judged is rejected.
+`critic_score` is the share of judged facts that are consistent. Verdicts are decoded as
+JSON under the verdict schema where the engine can constrain. A fact whose answer cannot
+be parsed (or was cut off) keeps a null verdict with the reason; a caption none of whose
+facts could be judged is rejected (`critic_truncated` when every answer was cut off).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pydantic import Field
 from factory import records
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
 from factory.stages.chat import LOOP_ACTOR, VLM, ChatStep, PromptedEngine, chat_step
-from factory.text.parse import ParseError, parse_verdict
+from factory.stages.step_call import Outcome, Structured, call_structured
+from factory.text import schemas
+from factory.text.parse import ParseError, Verdict, parse_verdict
 
 CONSISTENT = "consistent"
 
@@ -36,6 +39,11 @@ class CriticConfig(StageConfig):
         default_factory=lambda: chat_step(VLM, "critic", max_new_tokens=96),
         description="the VLM that judges each fact against the image",
     )
+    max_text_chars: int = Field(
+        schemas.DEFAULT_MAX_CHARS,
+        ge=1,
+        description="longest reason or correction the verdict schema allows",
+    )
     resources: Resources = Field(default_factory=LOOP_ACTOR.model_copy)
 
 
@@ -53,6 +61,12 @@ class CriticStage:
     def __init__(self, config: CriticConfig):
         self.config = config
         self.prompted = PromptedEngine(config.step)
+        self.structured = Structured(
+            name="critic",
+            reply=schemas.verdict_reply(config.max_text_chars),
+            to_value=schemas.to_verdict,
+            lenient=parse_verdict,
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return map_batch(batch, self.COLUMNS, self._judge)
@@ -63,14 +77,17 @@ class CriticStage:
             for row in rows
             for fact in row["facts"]
         ]
-        answers = iter(self.prompted.generate(calls))
-        return [self._score([check(fact, next(answers)) for fact in row["facts"]]) for row in rows]
+        outcomes = iter(call_structured(self.prompted, calls, self.structured))
+        return [self._score([(fact, next(outcomes)) for fact in row["facts"]]) for row in rows]
 
-    def _score(self, checks: list[dict]) -> Row | records.Rejection:
+    def _score(self, answered: list[tuple[str, Outcome[Verdict]]]) -> Row | records.Rejection:
+        checks = [checked(fact, outcome) for fact, outcome in answered]
         judged = [c for c in checks if c["verdict"] is not None]
         if not judged:
             detail = checks[0]["reason"] if checks else "the caption had no facts"
-            return records.Rejection("no_verdicts", detail)
+            finished = {outcome.completion.finish_reason for _, outcome in answered}
+            cut = finished == {"length"}
+            return records.Rejection("critic_truncated" if cut else "no_verdicts", detail)
         score = sum(c["verdict"] == CONSISTENT for c in judged) / len(judged)
         return {
             "fact_checks": checks,
@@ -79,11 +96,24 @@ class CriticStage:
         }
 
 
+def checked(fact: str, outcome: Outcome[Verdict]) -> dict:
+    """One fact check from a structured call's outcome."""
+    if not outcome.ok:
+        reason = outcome.rejection.detail
+        return {"fact": fact, "verdict": None, "reason": reason, "correction": None}
+    return _as_check(fact, outcome.value)
+
+
 def check(fact: str, answer: str) -> dict:
+    """One fact check from a free-text answer, parsed leniently."""
     try:
         verdict = parse_verdict(answer)
     except ParseError as error:
         return {"fact": fact, "verdict": None, "reason": error.detail, "correction": None}
+    return _as_check(fact, verdict)
+
+
+def _as_check(fact: str, verdict: Verdict) -> dict:
     return {
         "fact": fact,
         "verdict": verdict.verdict,

@@ -14,7 +14,9 @@ from factory import records
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
 from factory.stages.caption import caption_column, lineage_column
 from factory.stages.chat import LOOP_ACTOR, TEXT_LLM, ChatStep, PromptedEngine, chat_step
-from factory.text.parse import ParseError, parse_facts
+from factory.stages.step_call import Structured, call_structured
+from factory.text import schemas
+from factory.text.parse import parse_facts
 
 EXPANDED = "expanded_caption"
 
@@ -25,7 +27,15 @@ class DecomposeConfig(StageConfig):
         default_factory=lambda: chat_step(TEXT_LLM, "decompose", max_new_tokens=200),
         description="the (text) LLM that splits the caption into facts",
     )
-    max_facts: int = Field(24, ge=1, description="facts kept per caption (each costs a call)")
+    max_facts: int = Field(
+        24,
+        ge=1,
+        description="facts kept per caption (each costs a critic call; the most the reply "
+        "schema allows)",
+    )
+    max_text_chars: int = Field(
+        schemas.DEFAULT_MAX_CHARS, ge=1, description="longest fact the reply schema allows"
+    )
     resources: Resources = Field(default_factory=LOOP_ACTOR.model_copy)
 
 
@@ -50,6 +60,12 @@ class DecomposeStage:
         self.config = config
         self.columns = self.columns_for(config)
         self.prompted = PromptedEngine(config.step)
+        self.structured = Structured(
+            name="facts",
+            reply=schemas.facts_reply(config.max_facts, config.max_text_chars),
+            to_value=schemas.to_facts,
+            lenient=parse_facts,
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return map_batch(batch, self.columns, self._decompose)
@@ -62,21 +78,20 @@ class DecomposeStage:
 
     def _decompose(self, rows: list[Row]) -> list[Row | records.Rejection]:
         drafts = [self._draft(row) for row in rows]
-        texts = self.prompted.generate([({"caption": text}, None) for text, _ in drafts])
+        calls = [({"caption": text}, None) for text, _ in drafts]
+        outcomes = call_structured(self.prompted, calls, self.structured)
         results: list[Row | records.Rejection] = []
-        for (draft, lineage), text in zip(drafts, texts, strict=True):
-            try:
-                facts = parse_facts(text)[: self.config.max_facts]
-            except ParseError as error:
-                results.append(records.Rejection(f"facts_{error.reason}", error.detail))
+        for (draft, lineage), outcome in zip(drafts, outcomes, strict=True):
+            if not outcome.ok:
+                results.append(outcome.rejection)
                 continue
             results.append(
                 {
                     "draft_caption": draft,
                     "draft_style": self.config.style,
                     "draft_caption_lineage": lineage,
-                    "facts": facts,
-                    "facts_lineage": self.prompted.lineage,
+                    "facts": outcome.value[: self.config.max_facts],
+                    "facts_lineage": outcome.lineage,
                 }
             )
         return results

@@ -8,6 +8,7 @@ can see into one longer caption. Questions are kept, tagged by dimension.
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
 
 import pyarrow as pa
 from pydantic import Field
@@ -24,8 +25,10 @@ from factory.stages.chat import (
     chat_step,
     numbered,
 )
+from factory.stages.step_call import Structured, call_structured, call_text
+from factory.text import schemas
 from factory.text.labels import QUESTION_DIMENSIONS
-from factory.text.parse import ParseError, clean_caption, parse_questions
+from factory.text.parse import parse_questions
 
 QUESTIONS_TYPE = pa.list_(
     pa.struct([pa.field("dimension", pa.string()), pa.field("question", pa.string())])
@@ -45,7 +48,12 @@ class ExpandConfig(StageConfig):
     dimensions: list[str] = Field(
         default_factory=lambda: list(QUESTION_DIMENSIONS), description="what the questions cover"
     )
-    max_questions: int = Field(8, ge=1, description="questions kept per caption")
+    max_questions: int = Field(
+        8, ge=1, description="questions kept per caption (the most the reply schema allows)"
+    )
+    max_text_chars: int = Field(
+        schemas.DEFAULT_MAX_CHARS, ge=1, description="longest question the reply schema allows"
+    )
     resources: Resources = Field(default_factory=LOOP_ACTOR.model_copy)
 
 
@@ -69,24 +77,32 @@ class ExpandStage:
         self.source = caption_column(config.style)
         self.asker = PromptedEngine(config.questions)
         self.answerer = PromptedEngine(config.answer)
+        dimensions = tuple(config.dimensions)
+        self.structured = Structured(
+            name="questions",
+            reply=schemas.questions_reply(dimensions, config.max_questions, config.max_text_chars),
+            to_value=schemas.to_questions,
+            lenient=partial(parse_questions, dimensions=dimensions),
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return map_batch(batch, self.columns, self._expand)
 
     def _expand(self, rows: list[Row]) -> list[Row | records.Rejection]:
         dimensions = numbered(self.config.dimensions)
-        asked = self.asker.generate(
-            [({"caption": row[self.source], "dimensions": dimensions}, None) for row in rows]
-        )
+        calls = [({"caption": row[self.source], "dimensions": dimensions}, None) for row in rows]
         results: list[Row | records.Rejection] = []
-        for text in asked:
-            try:
-                questions = parse_questions(text, self.config.dimensions)
-            except ParseError as error:
-                results.append(records.Rejection(f"questions_{error.reason}", error.detail))
+        for outcome in call_structured(self.asker, calls, self.structured):
+            if not outcome.ok:
+                results.append(outcome.rejection)
                 continue
-            kept = questions[: self.config.max_questions]
-            results.append({"expansion_questions": [asdict(q) for q in kept]})
+            kept = outcome.value[: self.config.max_questions]
+            results.append(
+                {
+                    "expansion_questions": [asdict(q) for q in kept],
+                    "expansion_questions_lineage": outcome.lineage,
+                }
+            )
         self._answer(rows, results)
         return results
 
@@ -106,14 +122,11 @@ class ExpandStage:
             )
             for i in pending
         ]
-        for i, text in zip(pending, self.answerer.generate(calls), strict=True):
-            try:
-                expanded = clean_caption(text)
-            except ParseError as error:
-                results[i] = records.Rejection(f"expanded_{error.reason}", error.detail)
+        for i, outcome in zip(pending, call_text(self.answerer, calls, "expanded"), strict=True):
+            if not outcome.ok:
+                results[i] = outcome.rejection
                 continue
             results[i] |= {
-                "expansion_questions_lineage": self.asker.lineage,
-                "expanded_caption": expanded,
-                "expanded_caption_lineage": self.answerer.lineage,
+                "expanded_caption": outcome.value,
+                "expanded_caption_lineage": outcome.lineage,
             }

@@ -7,6 +7,7 @@ Questions the image cannot answer (title, creator, collection, ...) are answered
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
 
 import pyarrow as pa
 from pydantic import Field
@@ -15,8 +16,10 @@ from factory import records
 from factory.prompts.fusion import AUXILIARY_COLUMNS, auxiliary_block
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
 from factory.stages.chat import LOOP_ACTOR, VLM, ChatStep, PromptedEngine, chat_step
+from factory.stages.step_call import Structured, call_structured
+from factory.text import schemas
 from factory.text.labels import QA_CATEGORIES
-from factory.text.parse import ParseError, parse_qa
+from factory.text.parse import parse_qa
 
 QA_TYPE = pa.list_(
     pa.struct(
@@ -44,6 +47,12 @@ class QAConfig(StageConfig):
         description="show the experts' outputs in the prompt; off by default so answers "
         "come from the image, and unanswerable questions stay unanswerable",
     )
+    max_text_chars: int = Field(
+        schemas.DEFAULT_MAX_CHARS,
+        ge=1,
+        description="longest question or answer the reply schema allows (constrained "
+        "decoding stops the text there)",
+    )
     resources: Resources = Field(default_factory=LOOP_ACTOR.model_copy)
 
 
@@ -58,6 +67,13 @@ class QAStage:
     def __init__(self, config: QAConfig):
         self.config = config
         self.prompted = PromptedEngine(config.step)
+        categories = tuple(config.categories)
+        self.structured = Structured(
+            name="qa",
+            reply=schemas.qa_reply(categories, config.max_text_chars),
+            to_value=schemas.to_qa,
+            lenient=partial(parse_qa, categories=categories),
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return map_batch(batch, self.COLUMNS, self._ask)
@@ -74,11 +90,9 @@ class QAStage:
             )
             for row in rows
         ]
-        return [self._pairs(text) for text in self.prompted.generate(calls)]
-
-    def _pairs(self, text: str) -> Row | records.Rejection:
-        try:
-            pairs = parse_qa(text, self.config.categories)
-        except ParseError as error:
-            return records.Rejection(f"qa_{error.reason}", error.detail)
-        return {"qa": [asdict(pair) for pair in pairs], "qa_lineage": self.prompted.lineage}
+        return [
+            {"qa": [asdict(pair) for pair in outcome.value], "qa_lineage": outcome.lineage}
+            if outcome.ok
+            else outcome.rejection
+            for outcome in call_structured(self.prompted, calls, self.structured)
+        ]

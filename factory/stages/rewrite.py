@@ -13,7 +13,7 @@ from factory import records
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
 from factory.stages.chat import LOOP_ACTOR, TEXT_LLM, ChatStep, PromptedEngine, chat_step
 from factory.stages.critic import CONSISTENT
-from factory.text.parse import ParseError, clean_caption
+from factory.stages.step_call import call_text
 
 
 class RewriteConfig(StageConfig):
@@ -57,13 +57,12 @@ class RewriteStage:
             )
             for i in todo
         ]
-        for i, text in zip(todo, self.prompted.generate(calls), strict=True):
-            try:
-                final = clean_caption(text)
-            except ParseError as error:
-                results[i] = records.Rejection(f"rewrite_{error.reason}", error.detail)
-                continue
-            results[i] = {"final_caption": final, "final_caption_lineage": self.prompted.lineage}
+        for i, outcome in zip(todo, call_text(self.prompted, calls, "rewrite"), strict=True):
+            results[i] = (
+                {"final_caption": outcome.value, "final_caption_lineage": outcome.lineage}
+                if outcome.ok
+                else outcome.rejection
+            )
         return results
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from factory.io import uris
 from factory.train.config import TrainConfig
+from factory.train.preflight import check_data, check_resources, fixed_size_cluster
 
 
 @dataclass
@@ -65,6 +66,10 @@ def build_trainer(config: TrainConfig):
 def run_training(config: TrainConfig) -> TrainResult:
     if not config.output:
         raise ValueError("a training run needs an output (--set output=DIR or s3://...)")
+    check_data(config)  # before Ray starts: a missing or too small source fails in a second
+    cluster = _fixed_cluster_resources()
+    if cluster is not None:
+        check_resources(config, cluster)
     started = time.perf_counter()
     result = build_trainer(config).fit()
     checkpoint, best = _best(result)
@@ -84,6 +89,17 @@ def run_training(config: TrainConfig) -> TrainResult:
         epochs=epochs,
         wall_seconds=summary["wall_seconds"],
     )
+
+
+def _fixed_cluster_resources() -> dict[str, float] | None:
+    """What a local Ray has (it cannot grow); None for an autoscaling cluster."""
+    if not fixed_size_cluster():
+        return None
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    return ray.cluster_resources()
 
 
 def _best(result) -> tuple[Any, dict[str, Any]]:

@@ -52,6 +52,7 @@ class ServerState:
     delay_for: dict[str, float] = field(default_factory=dict)  # prompt -> sleep before answer
     attempts: list[dict[str, Any]] = field(default_factory=list)
     model_listings: int = 0
+    refuse_response_format: bool = False  # answer 400 to any request carrying one
     in_flight: int = 0
     max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -62,6 +63,23 @@ def _prompt_of(body: dict[str, Any]) -> str:
     if isinstance(content, str):
         return content
     return next(part["text"] for part in content if part["type"] == "text")
+
+
+def _answer(body: dict[str, Any]) -> dict[str, Any]:
+    """An echo of the prompt, cut to max_tokens words (finish reason length) like a model;
+    under a response_format, the echo inside the JSON object the schema asks for."""
+    words = f"echo: {_prompt_of(body)}".split()
+    kept = words[: body["max_tokens"]]
+    text = f"  {' '.join(kept)} "  # padded: the engine must strip
+    if "response_format" in body:
+        text = json.dumps({"facts": [" ".join(kept)]})
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text},
+        "finish_reason": "length" if len(kept) < len(words) else "stop",
+    }
+    usage = {"prompt_tokens": len(_prompt_of(body).split()), "completion_tokens": len(kept)}
+    return {"model": body["model"], "choices": [choice], "usage": usage}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -96,10 +114,11 @@ class _Handler(BaseHTTPRequestHandler):
             elif failure is not None:
                 error = {"error": {"message": failure.message, "code": failure.status}}
                 self._send(failure.status, error, failure.headers)
+            elif state.refuse_response_format and "response_format" in body:
+                error = {"error": {"message": "Unsupported parameter: 'response_format'"}}
+                self._send(400, error)
             else:
-                text = f"  echo: {_prompt_of(body)} "  # padded: the engine must strip
-                choice = {"index": 0, "message": {"role": "assistant", "content": text}}
-                self._send(200, {"model": body["model"], "choices": [choice]})
+                self._send(200, _answer(body))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout test)
         finally:
@@ -343,3 +362,58 @@ def test_the_http_engine_loads_no_model_stack():
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+FACTS_SCHEMA = {
+    "title": "FactsReply",
+    "type": "object",
+    "properties": {"facts": {"type": "array", "items": {"type": "string"}}},
+    "required": ["facts"],
+    "additionalProperties": False,
+}
+
+
+def test_completions_carry_the_finish_reason_and_usage(state, base_url):
+    engine = _engine(base_url)
+    whole, cut = engine.complete(
+        [ChatRequest("Two words."), ChatRequest("A prompt of many more words than eight.")],
+        GREEDY,
+    )
+    assert (whole.text, whole.finish_reason) == ("echo: Two words.", "stop")
+    assert (whole.prompt_tokens, whole.completion_tokens) == (2, 3)
+    assert (cut.finish_reason, cut.completion_tokens) == ("length", 8)
+    assert engine.generated_tokens == 11
+
+
+def test_a_json_schema_goes_as_a_strict_response_format(state, base_url):
+    engine = _engine(base_url)
+    assert engine.constrains_json
+    (reply,) = engine.complete([ChatRequest("Split it.", json_schema=FACTS_SCHEMA)], GREEDY)
+    assert json.loads(reply.text) == {"facts": ["echo: Split it."]}
+    assert state.attempts[0]["body"]["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "FactsReply", "schema": FACTS_SCHEMA, "strict": True},
+    }
+
+
+def test_a_server_refusing_response_format_gets_the_prompt_alone_said_once(state, base_url, caplog):
+    state.refuse_response_format = True
+    engine = _engine(base_url, max_concurrency=1)
+    requests = [ChatRequest(f"Split {n}.", json_schema=FACTS_SCHEMA) for n in range(3)]
+    with caplog.at_level("WARNING", logger="factory.models.openai_engine"):
+        replies = engine.complete(requests, GREEDY)
+    assert [reply.text for reply in replies] == [f"echo: Split {n}." for n in range(3)]
+    assert not engine.constrains_json  # the caller parses these leniently
+    # one refused attempt, then every request without response_format
+    sent = ["response_format" in attempt["body"] for attempt in state.attempts]
+    assert sent == [True, False, False, False]
+    warnings = [r for r in caplog.records if "refuses response_format" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_other_client_errors_on_a_schema_request_are_not_taken_for_a_refusal(state, base_url):
+    state.failures = [Failure(400, "prompt is 9000 tokens, the model takes 4096")]
+    engine = _engine(base_url)
+    with pytest.raises(OpenAIServerError, match="9000 tokens"):
+        engine.complete([ChatRequest("Long.", json_schema=FACTS_SCHEMA)], GREEDY)
+    assert engine.constrains_json and len(state.attempts) == 1

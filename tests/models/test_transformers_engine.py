@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
+import threading
 from types import SimpleNamespace
 
 import pydantic
@@ -25,6 +26,8 @@ from factory.models.loading import resolve_dtype
 from factory.models.tiny import build_tiny_llama, build_tiny_llava
 from factory.models.transformers_engine import TransformersEngine
 from factory.models.weights import weights_revision
+from factory.text import schemas
+from factory.text.labels import QA_CATEGORIES, QUESTION_DIMENSIONS
 
 GREEDY = GenerationParams(max_new_tokens=8)
 
@@ -244,3 +247,79 @@ def test_decode_image_scales_16_bit_greys_instead_of_clipping():
     red, green, blue = decode_image(buffer.getvalue(), max_side=448).getpixel((4, 4))
     assert red == green == blue
     assert red == pytest.approx(32768 / 257, abs=1)
+
+
+# ---------------------------------------------------------------- structured outputs
+
+# small limits keep the random-weight replies short (the models fill every field to its
+# limit); the shapes are the loop's own
+LOOP_REPLIES = {
+    "qa": schemas.qa_reply(QA_CATEGORIES[:3], 12),
+    "questions": schemas.questions_reply(QUESTION_DIMENSIONS, 2, 16),
+    "facts": schemas.facts_reply(2, 16),
+    "verdict": schemas.verdict_reply(16),
+}
+ROOMY = GenerationParams(max_new_tokens=400)
+
+
+@pytest.mark.parametrize("name", sorted(LOOP_REPLIES))
+def test_every_loop_schema_decodes_to_a_valid_reply_on_both_tiny_models(name, engine, text_engine):
+    reply = LOOP_REPLIES[name]
+    schema = schemas.json_schema(reply)
+    for model, image in ((engine, _encoded((40, 30))), (text_engine, None)):
+        assert model.constrains_json
+        requests = [ChatRequest(f"Reply {n}.", image, json_schema=schema) for n in range(3)]
+        for completion in model.complete(requests, ROOMY):
+            # random weights, yet the grammar closes the JSON well inside the budget
+            assert completion.finish_reason == "stop", completion
+            assert completion.completion_tokens < ROOMY.max_new_tokens
+            reply.model_validate_json(completion.text)
+
+
+def test_a_reply_cut_at_max_new_tokens_says_so(text_engine):
+    schema = schemas.json_schema(LOOP_REPLIES["facts"])
+    (cut,) = text_engine.complete([ChatRequest("Facts.", json_schema=schema)], GREEDY)
+    assert (cut.finish_reason, cut.completion_tokens) == ("length", GREEDY.max_new_tokens)
+    with pytest.raises(pydantic.ValidationError):
+        LOOP_REPLIES["facts"].model_validate_json(cut.text)
+    (whole,) = text_engine.complete([ChatRequest("Facts.", json_schema=schema)], ROOMY)
+    assert whole.finish_reason == "stop" and whole.text.startswith(cut.text)
+    assert whole.prompt_tokens == cut.prompt_tokens > 0
+
+
+def test_mixed_schemas_in_one_batch_keep_request_order(text_engine):
+    facts = schemas.json_schema(LOOP_REPLIES["facts"])
+    verdict = schemas.json_schema(LOOP_REPLIES["verdict"])
+    requests = [
+        ChatRequest("One.", json_schema=facts),
+        ChatRequest("Two."),
+        ChatRequest("Three.", json_schema=verdict),
+        ChatRequest("Four.", json_schema=facts),
+    ]
+    params = GenerationParams(max_new_tokens=120)
+    one_by_one = [text_engine.complete([request], params)[0] for request in requests]
+    assert text_engine.complete(requests, params) == one_by_one
+    LOOP_REPLIES["verdict"].model_validate_json(one_by_one[2].text)
+
+
+def test_should_stop_ends_the_batch_at_the_next_token(text_engine):
+    requests = [ChatRequest("Go on."), ChatRequest("And on.")]
+    stopped = text_engine.complete(requests, ROOMY, should_stop=lambda: True)
+    assert [c.completion_tokens for c in stopped] == [1, 1]
+
+
+def test_stream_yields_the_reply_piece_by_piece_then_the_completion(text_engine):
+    request = ChatRequest("Facts.", json_schema=schemas.json_schema(LOOP_REPLIES["facts"]))
+    chunks = list(text_engine.stream(request, ROOMY))
+    (whole,) = text_engine.complete([request], ROOMY)
+    assert len(chunks) > 2 and chunks[-1].completion == whole
+    assert all(chunk.completion is None for chunk in chunks[:-1])
+    assert "".join(chunk.text for chunk in chunks).strip() == whole.text
+
+
+def test_closing_a_stream_stops_its_generation(text_engine):
+    stream = text_engine.stream(ChatRequest("Go on and on."), GenerationParams(max_new_tokens=5000))
+    assert next(stream).text
+    stream.close()  # returns once the generating thread has ended
+    assert not [t for t in threading.enumerate() if t.name == "transformers-stream"]
+    assert text_engine.complete([ChatRequest("Still here.")], GREEDY)[0].text

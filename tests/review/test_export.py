@@ -182,7 +182,13 @@ def test_overwrite_replaces_only_what_an_export_wrote(run, tmp_path):
 
     export_review(run.output, str(folder), n=2, format="csv", overwrite=True)
 
-    assert sorted(os.listdir(folder)) == ["README.txt", "images", "notes.txt", "review.csv"]
+    assert sorted(os.listdir(folder)) == [
+        "README.txt",
+        "images",
+        "notes.txt",
+        "prompts.jsonl",
+        "review.csv",
+    ]
     assert len(os.listdir(folder / "images")) == 2  # the six earlier images are gone
     assert (folder / "notes.txt").read_text() == "keep me"
 

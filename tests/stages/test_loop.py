@@ -188,3 +188,35 @@ def test_health_rejects_configured_rules_and_only_flags_the_rest():
     rules = {f["rule"] for f in flagged["health_flags"]}
     assert {"title_leak", "creator_leak"} <= rules
     assert {f["field"] for f in flagged["health_flags"]} == {"caption_formal_analysis"}
+
+
+def decompose(role: str) -> dict:
+    stage = DecomposeStage(DecomposeConfig(step=step(role, "decompose"), max_facts=5))
+    table = images(1).append_column("caption_detailed", pa.array([CAPTION]))
+    lineage = {"model": "m", "revision": "r", "engine": "e"}
+    table = table.append_column("caption_detailed_lineage", pa.array([lineage]))
+    return stage(table).to_pylist()[0] | {"schema": stage.prompted.engine.schemas[-1]}
+
+
+def test_structured_steps_send_their_schema_and_validate_the_reply_first():
+    row = decompose("strict_facts")
+    assert row["status"] == "ok" and row["facts"] == list(FACTS[:2])
+    assert row["schema"]["properties"]["facts"]["maxItems"] == 5
+    assert row["facts_lineage"]["prompt_template"] == "decompose.v2"
+
+
+def test_a_constraining_engines_invalid_reply_is_rejected_not_parsed_leniently():
+    row = decompose("strict_prose")
+    assert (row["reject_stage"], row["reason"]) == ("decompose", "facts_invalid_json")
+    assert "A horse is red" in row["detail"]
+
+
+def test_a_cut_off_reply_is_rejected_as_truncated_with_its_finish_reason():
+    row = decompose("cut")
+    assert (row["reject_stage"], row["reason"]) == ("decompose", "facts_truncated")
+    assert "finish_reason length" in row["detail"] and "A red horse" in row["detail"]
+    table = images(1).append_column("facts", pa.array([list(FACTS)]))
+    table = table.append_column("draft_caption", pa.array([CAPTION]))
+    critic = CriticStage(CriticConfig(step=step("cut", "critic")))
+    row = critic(table).to_pylist()[0]
+    assert (row["reject_stage"], row["reason"]) == ("critic", "critic_truncated")
