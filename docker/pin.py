@@ -9,6 +9,10 @@ every distribution reachable from `caption-factory[<extras>]` plus Ray's `defaul
 environment markers for Linux x86_64 and this Python. Local version labels are dropped
 (`2.13.0+cpu` -> `2.13.0`): the image takes PyPI's Linux wheel of the same version, which
 is the CUDA build. Build tools (pip, setuptools) are left to the base image.
+
+The `gpu` extra's vllm cannot be installed here (no CUDA): its exact pin is taken from
+pyproject.toml as it is, and its own dependencies are left to pip at build time, bounded by
+the pins here (torch and transformers, which vllm 0.32.0 requires exactly as we pin them).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "docker" / "constraints.txt"
 # the extras the image installs (docker/Dockerfile's EXTRAS), and Ray's for the cluster
-EXTRAS = ("models", "train", "eval", "serve")
+EXTRAS = ("models", "train", "eval", "serve", "gpu")
+# exact pins from pyproject.toml for what cannot be installed on a CPU machine
+PINNED_NOT_INSTALLED = {"vllm"}
 RAY_EXTRAS = ("default", "serve")
 SKIP = {"pip", "setuptools", "wheel", "caption-factory"}
 
@@ -55,10 +61,20 @@ def closure(roots: list[Requirement]) -> dict[str, str]:
         try:
             version = metadata.version(name)
         except metadata.PackageNotFoundError as error:
+            if name in PINNED_NOT_INSTALLED:
+                pins[name] = _exact_pin(requirement)
+                continue
             raise SystemExit(f"{name} is required but not installed: {error}") from error
         pins[name] = version.split("+")[0]
         todo.extend(_requirements(name, set(requirement.extras)))
     return {k: v for k, v in pins.items() if k not in SKIP}
+
+
+def _exact_pin(requirement: Requirement) -> str:
+    versions = [spec.version for spec in requirement.specifier if spec.operator == "=="]
+    if len(versions) != 1:
+        raise SystemExit(f"{requirement.name} must be pinned with == in pyproject.toml")
+    return versions[0]
 
 
 def project_roots(extras: tuple[str, ...]) -> list[Requirement]:

@@ -35,10 +35,18 @@ def caption(input: str, output: str, config: str | None = None, overrides: list[
 DEMO_OVERRIDES = ["health.reject_on=[]"]
 
 
-def demo(output: str = DEMO_OUTPUT, overrides: list[str] = ()) -> int:
+def loop_preset() -> str:
+    """The whole caption loop on the offline tiny models (jobs/configs/caption_ultra.yaml)."""
+    return str(resources.files("factory").joinpath("presets", "caption_ultra.yaml"))
+
+
+def demo(output: str = DEMO_OUTPUT, overrides: list[str] = (), loop: bool = False) -> int:
     print(f"demo: captioning the shipped samples in {samples_dir()} into {output}")
     print("demo: health flags are recorded, not rejected (health.reject_on=[])")
-    return caption(samples_dir(), output, None, [*DEMO_OVERRIDES, *overrides])
+    if loop:
+        print("demo: the whole loop: captions, QA, expansion, facts, critic, rewrite")
+    config = loop_preset() if loop else None
+    return caption(samples_dir(), output, config, [*DEMO_OVERRIDES, *overrides])
 
 
 def train(config: str | None, overrides: list[str] = ()) -> int:
@@ -97,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("demo", help="caption the shipped sample images offline")
     sample.add_argument("--output", default=DEMO_OUTPUT, help="where to write the demo run")
+    sample.add_argument(
+        "--loop",
+        action="store_true",
+        help="run the whole caption loop (QA, expansion, facts, critic, rewrite) on the "
+        "tiny models, as jobs/configs/caption_ultra.yaml does",
+    )
     add_overrides(sample)
 
     show = commands.add_parser("config", help="print the resolved config as YAML")
@@ -125,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "caption":
             return caption(args.input, args.output, args.config, args.overrides)
         if args.command == "demo":
-            return demo(args.output, args.overrides)
+            return demo(args.output, args.overrides, loop=args.loop)
         if args.command == "train":
             return train(args.config, args.overrides)
         if args.command == "serve":

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from factory.io.listing import DEFAULT_EXTENSIONS
+from factory.models.placement import ModelSpec, check_references
 from factory.stages.caption import CaptionConfig
 from factory.stages.clip import ClipConfig
 from factory.stages.critic import CriticConfig
@@ -50,6 +51,19 @@ class RayConfig(BaseModel):
         "rows_per_block x max_input_blocks inputs the blocks grow instead: the driver keeps "
         "tens of KB of bookkeeping per block for the whole run",
     )
+    idle_worker_ms: int = Field(
+        10_000,
+        ge=0,
+        description="a local Ray started by the run keeps idle workers this long before "
+        "killing them (Ray's default is 1,000: bursty stages then restart workers, ~1.4 "
+        "CPU-s of imports each, all run long)",
+    )
+    workers_soft_limit: int | None = Field(
+        None,
+        ge=1,
+        description="most idle workers a local Ray keeps (None: Ray's default, the CPU "
+        "count; more keeps 100-300 MiB each alive)",
+    )
     max_record_crashes: int = Field(
         2,
         ge=1,
@@ -78,6 +92,12 @@ class CaptionRunConfig(BaseModel):
     extensions: list[str] = Field(
         default_factory=lambda: list(DEFAULT_EXTENSIONS),
         description="file extensions listed as inputs in folders/prefixes ([] = all files)",
+    )
+    models: dict[str, ModelSpec] = Field(
+        default_factory=dict,
+        description="each model of the run named once (engine, weights, adapters, placement "
+        "in_stage or service, resources); steps refer to one with `model: NAME` and "
+        "optionally `adapter: ADAPTER`",
     )
     read: ReadConfig = Field(default_factory=ReadConfig)
     validation: ValidateConfig = Field(default_factory=ValidateConfig)
@@ -124,6 +144,7 @@ class CaptionRunConfig(BaseModel):
                 f"({self.decompose.style!r}) must name the same caption style: the expanded "
                 "caption is the one decomposed"
             )
+        check_references(self.models, self)
         return self
 
 

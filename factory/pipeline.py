@@ -14,6 +14,7 @@ The dataset yields one small summary row per written batch.
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -151,7 +152,9 @@ def stage_steps(config: CaptionRunConfig, resume_from: str | None) -> list[Stage
     ]
     if config.clip.model is not None:
         steps.append(_step(ClipStage, config.clip))
-    steps.append(_step(DedupStage, config.dedup, resume_from=resume_from))
+    # the step names its sharded index; the runner starts it (factory.dedup.service)
+    index = f"factory-dedup-{uuid.uuid4().hex[:12]}"
+    steps.append(_step(DedupStage, config.dedup, resume_from=resume_from, index=index))
     if config.ocr is not None:
         steps.append(_step(OcrStage, config.ocr))
     if config.detect.model is not None:
@@ -207,33 +210,45 @@ def _min_pool(res: Resources) -> int:
     return res.concurrency or 1
 
 
-def check_fits(steps: list[StageStep], cpus: float, gpus: float) -> None:
+def check_fits(
+    steps: list[StageStep],
+    cpus: float,
+    gpus: float,
+    services: list[tuple[str, int, float, float]] = (),
+) -> None:
     """Refuse, with the numbers, a plan whose actors leave no room for its tasks.
 
-    Actor pools hold their reservations for the whole run; tasks need room beside them.
+    Actor pools and model services (who, replicas, CPUs, GPUs each) hold their
+    reservations for the whole run; tasks need room beside them.
     """
-    actors = [s for s in steps if s.resources.compute == "actors"]
+    held = [
+        (f"{s.columns.stage}", _min_pool(s.resources), s.resources.num_cpus, s.resources.num_gpus)
+        for s in steps
+        if s.resources.compute == "actors"
+    ] + list(services)
     tasks = [s.resources for s in steps if s.resources.compute == "tasks"]
-    held_cpus = sum(_min_pool(s.resources) * s.resources.num_cpus for s in actors)
-    held_gpus = sum(_min_pool(s.resources) * s.resources.num_gpus for s in actors)
+    held_cpus = sum(copies * each for _, copies, each, _ in held)
+    held_gpus = sum(copies * each for _, copies, _, each in held)
     task_cpus = max([WRITER_CPUS, *(r.num_cpus for r in tasks)])
     task_gpus = max([0.0, *(r.num_gpus for r in tasks)])
-    held = ", ".join(
-        f"{s.columns.stage} {_min_pool(s.resources)}x{s.resources.num_cpus} CPU"
-        f"{f' {s.resources.num_gpus} GPU' if s.resources.num_gpus else ''}"
-        for s in actors
+    listed = ", ".join(
+        f"{who} {copies}x{cpu:g} CPU{f' {gpu:g} GPU' if gpu else ''}"
+        for who, copies, cpu, gpu in held
     )
-    if held_cpus + task_cpus > cpus:
-        raise ResourceError(
-            f"the stages need {held_cpus + task_cpus:g} CPUs at once (actors: {held}; plus "
-            f"{task_cpus:g} for a task) but the cluster has {cpus:g}: lower "
-            "<stage>.resources.num_cpus or concurrency"
-        )
+    # GPUs first: no CPU setting can make up for missing GPUs
     if held_gpus + task_gpus > gpus:
         raise ResourceError(
-            f"the stages need {held_gpus + task_gpus:g} GPUs (actors: {held}) but the cluster "
-            f"has {gpus:g}: set <stage>.resources.num_gpus=0 and <stage>.engine.device=cpu, "
-            "or run on a cluster with GPUs"
+            f"the plan needs at least {held_gpus + task_gpus:g} "
+            f"GPU{'' if held_gpus + task_gpus == 1 else 's'} ({listed}) but the "
+            f"cluster has {gpus:g}: place models as services shared by the stages, set "
+            "<stage>.resources.num_gpus=0 and engine.device=cpu, or run on a cluster with "
+            "more GPUs"
+        )
+    if held_cpus + task_cpus > cpus:
+        raise ResourceError(
+            f"the stages need {held_cpus + task_cpus:g} CPUs at once (actors: {listed}; plus "
+            f"{task_cpus:g} for a task) but the cluster has {cpus:g}: lower "
+            "<stage>.resources.num_cpus or concurrency"
         )
 
 

@@ -74,6 +74,12 @@ LINEAGE_TYPE = pa.struct(
         pa.field("engine", pa.string()),
         pa.field("prompt_template", pa.string()),
         pa.field("prompt_sha256", pa.string()),
+        # the LoRA adapter the text was generated with (null: the base model), and a content
+        # hash of its weights
+        pa.field("adapter", pa.string()),
+        pa.field("adapter_revision", pa.string()),
+        # why decoding ended: stop, or length (cut off at max_new_tokens)
+        pa.field("finish_reason", pa.string()),
     ]
 )
 

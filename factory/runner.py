@@ -16,13 +16,22 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from factory import __version__
 from factory.config import CaptionRunConfig
+from factory.dedup.service import start_for_steps, stop_dedup_index
 from factory.io import outputs, uris
 from factory.io.listing import ListingScan
 from factory.io.listing_spill import SpilledListing, spill_listing
+from factory.models.placement import (
+    check_adapters_loadable,
+    check_gpu_memory,
+    place_models,
+    service_reservations,
+    services,
+    unpicked_adapters,
+)
 from factory.stages.crash_guard import start_ledger
 
 if TYPE_CHECKING:
@@ -68,6 +77,7 @@ class RunResult:
     input_blocks: int = 0  # the listing entered Ray Data as this many blocks
     wall_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    held: dict[str, int] = field(default_factory=dict)  # what the output holds after the run
 
 
 def new_run_id() -> str:
@@ -94,7 +104,7 @@ def _notes(config: CaptionRunConfig) -> list[str]:
     for stage, model in models.items():
         if model and (note := builtin_note(model)):
             notes.append(f"{stage} by {model}, a {note}")
-    return notes
+    return notes + unpicked_adapters(config)
 
 
 def run_caption(config: CaptionRunConfig) -> RunResult:
@@ -102,7 +112,10 @@ def run_caption(config: CaptionRunConfig) -> RunResult:
         raise ValueError("a caption run needs both an input and an output")
     started = time.perf_counter()
     run_id = config.run_id or new_run_id()
-    steps = stage_steps(config, resume_from=config.output)  # a bad plan fails before any work
+    config = place_models(config, run_id)  # steps naming a model get its placed engine
+    check_gpu_memory(config)  # a bad plan fails before any work
+    check_adapters_loadable(config)
+    steps = stage_steps(config, resume_from=config.output)
     scan = ListingScan(config.input, tuple(e.lower() for e in config.extensions))
     # the listing goes beside the outputs, where every read task can reach it
     listing = spill_listing(
@@ -138,6 +151,25 @@ def _write_report(output: str, result: RunResult) -> None:
         result.notes.append(note)
 
 
+def local_ray_settings(config: CaptionRunConfig) -> dict[str, Any]:
+    """ray.init arguments for a Ray this process starts itself (RESULTS.md, issue #18).
+
+    Ray keeps at most `num_workers_soft_limit` idle workers (default: the CPU count) and
+    kills the rest after `idle_worker_killing_time_threshold_ms` (default 1 s). The light
+    stages' half-CPU tasks beside the fused dedup+writer tasks keep about two workers per
+    CPU busy, and each operator's tasks come in bursts, so with the defaults Ray kills
+    and restarts workers (~1.4 CPU-s of imports each) all run long. Idle workers live
+    10 s here: within a run none is killed, after it they go. The soft limit stays Ray's
+    (no more workers alive than the plan runs at once: each holds 100-300 MiB).
+    """
+    if not _fixed_size_cluster(config):
+        return {}  # a cluster's settings are the cluster's (cluster.yaml)
+    system = {"idle_worker_killing_time_threshold_ms": config.ray.idle_worker_ms}
+    if config.ray.workers_soft_limit:
+        system["num_workers_soft_limit"] = config.ray.workers_soft_limit
+    return {"_system_config": system}
+
+
 def _stream(
     config: CaptionRunConfig,
     steps: list[StageStep],
@@ -155,19 +187,45 @@ def _stream(
             num_cpus=config.ray.num_cpus,
             include_dashboard=config.ray.include_dashboard,
             log_to_driver=True,
+            **local_ray_settings(config),
         )
+    model_services = services(config.models, config)
     if _fixed_size_cluster(config):
         total = ray.cluster_resources()
-        check_fits(steps, total.get("CPU", 0.0), total.get("GPU", 0.0))
+        reserved = service_reservations(config.models, config)
+        check_fits(steps, total.get("CPU", 0.0), total.get("GPU", 0.0), reserved)
         check_custom_resources(steps, total)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = config.ray.preserve_order
     result.input_blocks = input_blocks(listing.rows, config)
     ledger = start_ledger(run_id)  # the actor stages' crash ledger, for this run only
+    dedup_index: list = []
+    running = None
     try:
+        # dedup's index shards (hashes only), seeded from the output before the stream
+        dedup_index = start_for_steps(steps, config.output, listing, config.ray.preserve_order)
+        running = _start_services(model_services, run_id)
         _consume(build_caption_pipeline(config, steps, listing, run_id), result)
     finally:
         ray.kill(ledger)
+        stop_dedup_index(dedup_index)
+        _stop_services(running)
+
+
+def _start_services(model_services: dict, run_id: str) -> Any:
+    """Deploy the run's model services (Serve is imported only when a run has some)."""
+    if not model_services:
+        return None
+    from factory.serve.model_service import start_model_services
+
+    return start_model_services(model_services, run_id)
+
+
+def _stop_services(running: Any) -> None:
+    if running is not None:
+        from factory.serve.model_service import stop_model_services
+
+        stop_model_services(running)
 
 
 def _consume(dataset: ray.data.Dataset, result: RunResult) -> None:
@@ -187,13 +245,22 @@ def _fixed_size_cluster(config: CaptionRunConfig) -> bool:
 
 
 def _record(config: CaptionRunConfig, ignored_files: int, result: RunResult) -> None:
-    payload = {
+    """run.json: the whole output (`counts`, `rejected_reasons`, `runs`: cumulative over
+    every run into it) and this run apart (`this_run`; timings are this run's)."""
+    this_run = {
         "run_id": result.run_id,
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "config": config.model_dump(mode="json"),
-        "versions": package_versions(),
         "counts": vars(result.counts),
         "rejected_reasons": dict(result.rejected_reasons),
+    }
+    path = uris.join(config.output, "run.json")
+    payload = {
+        "run_id": result.run_id,
+        "finished_at": this_run["finished_at"],
+        "config": config.model_dump(mode="json"),
+        "versions": package_versions(),
+        **outputs.output_record(config.output, outputs.read_json(path), this_run),
+        "this_run": this_run,
         "stage_seconds": {k: round(v, 4) for k, v in sorted(result.stage_seconds.items())},
         "wall_seconds": round(result.wall_seconds, 3),
         "input_blocks": result.input_blocks,
@@ -202,7 +269,8 @@ def _record(config: CaptionRunConfig, ignored_files: int, result: RunResult) -> 
         "notes": result.notes,
         "command": sys.argv,
     }
-    outputs.write_json(uris.join(config.output, "run.json"), payload)
+    result.held = payload["counts"]
+    outputs.write_json(path, payload)
 
 
 def summary_text(result: RunResult) -> str:
@@ -212,6 +280,9 @@ def summary_text(result: RunResult) -> str:
         f"  inputs {c.inputs}: accepted {c.accepted}, rejected {c.rejected}, "
         f"duplicates {c.duplicates}, skipped (already written) {c.skipped_existing}",
     ]
+    if result.held and c.skipped_existing:  # a resumed run: say what the output now holds
+        held = ", ".join(f"{k} {result.held[k]}" for k in ("accepted", "rejected", "duplicates"))
+        lines.append(f"  the output now holds: {held}")
     for reason, count in result.rejected_reasons.most_common():
         lines.append(f"  rejected {count:>5}  {reason}")
     if result.stage_seconds:

@@ -13,7 +13,7 @@ def test_defaults_work_offline():
     config = CaptionRunConfig()
     assert config.caption.engine.model == "builtin://tiny-llava"
     assert config.caption.engine.trust_remote_code is False
-    assert config.dedup.resources.concurrency == 1
+    assert config.dedup.shards >= 1  # the index: hash shards, no image bytes through them
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.name for p in PRESETS])
@@ -52,8 +52,8 @@ def test_overrides_are_typed_and_nested(tmp_path):
 
 def test_a_section_changes_only_the_fields_it_names(tmp_path):
     config = load_config(None, ["dedup.resources.num_cpus=1", "caption.engine.cache_dir=/c"])
-    assert config.dedup.resources.compute == "actors"
-    assert config.dedup.resources.concurrency == 1
+    assert config.dedup.resources.compute == "tasks"
+    assert config.dedup.resources.batch_size == 64
     assert config.dedup.resources.num_cpus == 1
     assert config.caption.engine.model == "builtin://tiny-llava"
     assert config.caption.engine.cache_dir == "/c"

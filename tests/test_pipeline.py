@@ -51,12 +51,12 @@ def test_loop_stages_without_their_inputs_are_refused_before_any_work():
         load_config(None, ["expand={style: objective}", "decompose={style: detailed}"])
 
 
-def test_gpu_preset_shares_engines_through_yaml_anchors():
+def test_gpu_preset_names_each_model_once():
     config = load_config("jobs/configs/caption_ultra_gpu.yaml")
-    assert config.critic.step.engine == config.caption.engine
-    assert config.critic.step.engine.kind == "vllm"
-    assert config.rewrite.step.engine.model != config.caption.engine.model
-    assert config.expand.resources.num_gpus == 1
+    assert set(config.models) == {"vlm", "llm"}
+    assert {config.caption.model, config.critic.step.model, config.expand.answer.model} == {"vlm"}
+    assert {config.rewrite.step.model, config.expand.questions.model} == {"llm"}
+    assert all(spec.engine.kind == "vllm" for spec in config.models.values())
 
 
 def test_configured_experts_join_the_plan_in_order():

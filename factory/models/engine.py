@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -20,6 +20,8 @@ ENGINE_IMPLEMENTATIONS: dict[str, str] = {
     "transformers": "factory.models.transformers_engine:TransformersEngine",
     "vllm": "factory.models.vllm_engine:VllmEngine",
     "openai": "factory.models.openai_engine:OpenAIEngine",
+    # a client of a model service (placement: service); the run fills it in from `models:`
+    "service": "factory.models.service_engine:ServiceEngine",
 }
 
 # A kind outside the registry may name a plugin class as "package.module:Class" (a custom
@@ -142,6 +144,18 @@ class OpenAIOptions(BaseModel):
     )
 
 
+class ServiceEndpoint(BaseModel):
+    """Where a step finds its model's service (kind service; filled in by the run)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app: str = Field(..., description="Serve application name of the model service")
+    request_timeout_s: float = Field(600.0, gt=0, description="longest one request may take")
+    max_retries: int = Field(
+        3, ge=0, description="resends of a request whose replica died (Serve replaces it)"
+    )
+
+
 class EngineConfig(ModelSource):
     """Which model to load, from where, and on which device.
 
@@ -172,9 +186,9 @@ class EngineConfig(ModelSource):
     )
     adapters: dict[str, str] = Field(
         default_factory=dict,
-        description="LoRA adapter name -> local directory or s3:// prefix; a request picks "
-        "one by name. vllm loads them; openai sends the name as the model (the server must "
-        "serve it); transformers refuses adapters",
+        description="LoRA adapter name -> PEFT adapter directory or s3:// prefix; a request "
+        "picks one by name. vllm loads them as LoRA; transformers applies them through PEFT; "
+        "openai sends the name as the model (the server must serve it)",
     )
     vllm: VllmOptions = Field(
         default_factory=VllmOptions, description="vLLM engine arguments (kind vllm)"
@@ -182,11 +196,21 @@ class EngineConfig(ModelSource):
     openai: OpenAIOptions | None = Field(
         None, description="the server to call (required for kind openai)"
     )
+    service: ServiceEndpoint | None = Field(
+        None,
+        description="kind service: the model service to call; set by the run from the "
+        "`models:` section (placement: service), not by hand",
+    )
 
     @model_validator(mode="after")
     def _openai_needs_a_server(self) -> EngineConfig:
         if self.kind == "openai" and self.openai is None:
             raise ValueError("kind openai needs openai.base_url (the server's API root)")
+        if self.kind == "service" and self.service is None:
+            raise ValueError(
+                "kind service is set by the run for models placed as services: name the "
+                "model in `models:` with placement: service and refer to it with `model:`"
+            )
         return self
 
 
@@ -195,12 +219,41 @@ class ChatRequest:
     """One prompt, optionally about one image (encoded JPEG/PNG bytes).
 
     `adapter` names a LoRA adapter from EngineConfig.adapters; None: the base model.
+    `json_schema`: the reply must be JSON valid under this schema; engines that can
+    constrain decoding do (`Engine.constrains_json`), the others are asked in the prompt
+    and the caller parses leniently.
     """
 
     prompt: str
     image: bytes | None = None
     system: str | None = None
     adapter: str | None = None
+    json_schema: dict[str, Any] | None = field(default=None, hash=False, compare=True)
+
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One reply: its text, why decoding ended and what it cost in tokens.
+
+    finish_reason "length": the reply was cut off at max_new_tokens. Token counts are None
+    where an engine cannot tell (plugins that only implement `generate`).
+    """
+
+    text: str
+    finish_reason: FinishReason = "stop"
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """A piece of a streamed reply: new text, and on the last chunk the whole Completion."""
+
+    text: str
+    completion: Completion | None = None
 
 
 class GenerationParams(BaseModel):
@@ -224,13 +277,35 @@ class EngineInfo:
 
 
 class Engine(Protocol):
-    """Chat-style generation over a batch of requests."""
+    """Chat-style generation over a batch of requests.
+
+    Built-in engines also implement `complete` (the same, as `Completion`s with finish
+    reasons and token counts); callers go through `complete_all`, which falls back to
+    `generate` for plugins that have only that. Optional, where an engine can:
+    - `async acomplete(request, params) -> Completion`: one request on an engine that
+      batches continuously by itself (vLLM's async engine); cancelling the awaiting task
+      aborts the request inside the engine.
+    - `astream(request, params) -> AsyncIterator[StreamChunk]` (async engines) or
+      `stream(request, params) -> Iterator[StreamChunk]` (synchronous ones): the reply
+      token by token; closing the iterator stops the generation.
+    - `constrains_json: bool`: whether `ChatRequest.json_schema` constrains decoding.
+    """
 
     info: EngineInfo
 
     def generate(self, requests: Sequence[ChatRequest], params: GenerationParams) -> list[str]:
         """One output string per request, in request order."""
         ...
+
+
+def complete_all(
+    engine: Engine, requests: Sequence[ChatRequest], params: GenerationParams
+) -> list[Completion]:
+    """`engine.complete` where the engine has it; else its texts with finish reason stop."""
+    complete = getattr(engine, "complete", None)
+    if complete is not None:
+        return list(complete(requests, params))
+    return [Completion(text) for text in engine.generate(requests, params)]
 
 
 def check_adapters(requests: Sequence[ChatRequest], config: EngineConfig) -> None:
@@ -243,7 +318,15 @@ def check_adapters(requests: Sequence[ChatRequest], config: EngineConfig) -> Non
 
 
 def load_engine(config: EngineConfig) -> Engine:
-    """Build the engine `config.kind` names; its heavy imports happen here, not at import."""
+    """Build the engine `config.kind` names; its heavy imports happen here, not at import.
+
+    The transformers engine takes adapters through PEFT, all of them kept loaded.
+    """
+    if config.kind == "transformers" and config.adapters:
+        from factory.models.peft_adapters import PeftAdapterEngine
+
+        base = config.model_copy(update={"adapters": {}})
+        return PeftAdapterEngine(base, dict(config.adapters), max_loaded=len(config.adapters))
     target = ENGINE_IMPLEMENTATIONS.get(config.kind, _known_kind(config.kind))
     module_name, class_name = target.split(":")
     engine_class = getattr(importlib.import_module(module_name), class_name)

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
+from factory.models.engine import (
+    ChatRequest,
+    Completion,
+    EngineConfig,
+    GenerationParams,
+    complete_all,
+)
 from factory.prompts import load_prompt
 from factory.stages.base import Resources
 from factory.stages.metrics import record_tokens
@@ -33,6 +39,17 @@ class ChatStep(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    model: str | None = Field(
+        None,
+        description="a model named in the run's `models:` section: the step uses that "
+        "model's engine and placement (its `engine` is filled in from there). None: the "
+        "step's own `engine`, loaded in the stage",
+    )
+    adapter: str | None = Field(
+        None,
+        description="LoRA adapter (a name from the model's adapters) this step generates "
+        "with; None: the base model",
+    )
     engine: EngineConfig = Field(
         default_factory=lambda: EngineConfig(model=VLM), description="the model and engine"
     )
@@ -63,6 +80,16 @@ def shared_engine(config: EngineConfig) -> Engine:
     return _LOADED[key]
 
 
+def adapter_revision(engine: EngineConfig, adapter: str | None) -> str | None:
+    """Content hash of an adapter's weights for lineage; None for the base model, and for
+    an OpenAI-compatible server, whose adapters are names it serves, not files here."""
+    if adapter is None or engine.kind == "openai":
+        return None
+    from factory.models.weights import resolve_model_path, weights_revision
+
+    return weights_revision(resolve_model_path(engine.adapters[adapter], engine.cache_dir))
+
+
 class PromptedEngine:
     """A loaded engine plus its template: prompts in, texts out, lineage alongside."""
 
@@ -77,22 +104,38 @@ class PromptedEngine:
             "engine": info.engine,
             "prompt_template": self.template.id,
             "prompt_sha256": self.template.sha256,
+            "adapter": step.adapter,
+            "adapter_revision": adapter_revision(step.engine, step.adapter),
         }
 
     def generate(self, calls: Sequence[tuple[dict[str, Any], bytes | None]]) -> list[str]:
         """One text per (template fields, image or None), in order, in one engine batch."""
+        return [completion.text for completion in self.complete(calls)]
+
+    def complete(
+        self,
+        calls: Sequence[tuple[dict[str, Any], bytes | None]],
+        json_schema: dict[str, Any] | None = None,
+    ) -> list[Completion]:
+        """Like `generate`, with finish reasons; `json_schema` constrains every reply where
+        the engine can (`Engine.constrains_json`)."""
         requests = [
-            ChatRequest(prompt=self.template.render(**fields), image=image)
+            ChatRequest(
+                prompt=self.template.render(**fields),
+                image=image,
+                adapter=self.step.adapter,
+                json_schema=json_schema,
+            )
             for fields, image in calls
         ]
         if not requests:
             return []
         before = getattr(self.engine, "generated_tokens", 0)
-        texts = self.engine.generate(requests, self.step.generation)
+        completions = complete_all(self.engine, requests, self.step.generation)
         # engines that count what they generate expose a running total
         tokens = getattr(self.engine, "generated_tokens", 0) - before
         record_tokens(self.template.id, self.lineage["model"], tokens)
-        return texts
+        return completions
 
 
 def numbered(items: Sequence[str]) -> str:

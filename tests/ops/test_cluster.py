@@ -184,12 +184,19 @@ def test_every_preset_fits_a_node_type():
                     assert fits == ["gpu_vlm"], f"{preset.name}: {name} may take a training GPU"
             checked += 1
         elif preset.name.startswith(("caption_", "scale_")):
-            for step in stage_steps(load_config(preset), resume_from=None):
+            config = load_config(preset)
+            for step in stage_steps(config, resume_from=None):
                 res = step.resources
                 fits = _fits(cluster, res.num_cpus, res.num_gpus, res.custom_resources)
                 assert fits, f"{preset.name}: {step.fn.__name__} fits no node type"
                 if res.num_gpus:
                     assert fits == ["gpu_vlm"], f"{preset.name}: {step.fn.__name__} may train"
+            for name, spec in config.models.items():
+                replica = spec.service
+                fits = _fits(cluster, replica.num_cpus, replica.num_gpus, replica.custom_resources)
+                assert fits, f"{preset.name}: model {name}'s replicas fit no node type"
+                if replica.num_gpus:
+                    assert fits == ["gpu_vlm"], f"{preset.name}: model {name} may train"
             checked += 1
     assert checked >= 4
 
@@ -202,7 +209,7 @@ def test_fake_autoscaler_launches_the_node_type_a_stage_asks_for(tmp_path):
         # first alone: with only CPU asked for, the autoscaler must pick the CPU type
         {"io_stage": {"num_cpus": 0.5}},  # CHEAP_TASKS; the head advertises no CPU
         {
-            # caption_ultra_gpu's GPU actors
+            # caption_ultra_gpu's model service replicas
             "vlm_stage": {"num_cpus": 2, "num_gpus": 1, "resources": {"vlm_slot": 1}},
             "trainer": {"num_cpus": 8, "num_gpus": 8, "resources": {"train_slot": 8}},
         },

@@ -47,13 +47,17 @@ def test_no_module_outside_models_probes_the_hardware():
 def test_cpu_preset_asks_for_no_gpu_and_gpu_preset_for_whole_gpus():
     cpu = _requests("caption_default.yaml")
     assert cpu and all(gpus == 0 for _, gpus, _ in cpu.values())
+    # the GPU preset's stages are CPU clients; the GPUs go to its two model services
     gpu = _requests("caption_ultra_gpu.yaml")
-    on_gpu = {stage for stage, (_, gpus, _) in gpu.items() if gpus}
-    assert {"caption", "qa", "expand", "decompose", "critic", "rewrite"} <= on_gpu
-    assert all(gpu[stage][1] == 1 and gpu[stage][2] == (1, 8) for stage in on_gpu)
-    assert all(gpu[stage][1] == 0 for stage in ("read", "validate", "dedup"))
-    slots = _slots("caption_ultra_gpu.yaml")
-    assert {stage for stage, asked in slots.items() if asked == {"vlm_slot": 1}} == on_gpu
+    assert all(gpus == 0 for _, gpus, _ in gpu.values())
+    loop = ("caption", "qa", "expand", "decompose", "critic", "rewrite")
+    assert all(gpu[stage][2] == (1, 8) for stage in loop)
+    models = load_config(CONFIGS / "caption_ultra_gpu.yaml").models
+    for spec in models.values():
+        assert spec.placement == "service"
+        assert (spec.service.num_gpus, spec.service.custom_resources) == (1, {"vlm_slot": 1})
+        assert spec.service.autoscaling.min_replicas == 1
+    assert not any(_slots("caption_ultra_gpu.yaml").values())
     assert not any(_slots("caption_default.yaml").values())
 
 
@@ -63,4 +67,4 @@ def test_a_request_changes_only_through_config():
         ["caption.resources.num_gpus=0.5", "caption.resources.concurrency=[2,4]"],
     )
     assert changed["caption"][1:] == (0.5, (2, 4))
-    assert changed["critic"][1:] == (1, (1, 8))
+    assert changed["critic"][1:] == (0, (1, 8))

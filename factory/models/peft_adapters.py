@@ -1,10 +1,10 @@
 """PEFT adapters on the transformers engine: many LoRA adapters over one loaded base model.
 
-The transformers engine itself refuses adapters; serving composes it with this class
-instead of changing it. Adapters load into the base model in place (transformers' PEFT
-integration), at most `max_loaded` at once, the least recently used deleted first. A
-lock makes loading, deleting and generating take turns: an adapter is never swapped
-while a batch is generating with it.
+The transformers engine itself refuses adapters; `load_engine` (for a pipeline step) and
+the serving app compose it with this class instead of changing it. Adapters load into the
+base model in place (transformers' PEFT integration), at most `max_loaded` at once, the
+least recently used deleted first. A lock makes loading, deleting and generating take
+turns: an adapter is never swapped while a batch is generating with it.
 """
 
 from __future__ import annotations
@@ -12,10 +12,16 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
+from factory.models.engine import (
+    ChatRequest,
+    Completion,
+    EngineConfig,
+    GenerationParams,
+    StreamChunk,
+)
 from factory.models.transformers_engine import TransformersEngine
 from factory.models.weights import resolve_model_path, weights_revision
 
@@ -45,22 +51,52 @@ class PeftAdapterEngine:
     def revision(self, name: str) -> str | None:
         return self.loaded.get(name)
 
+    @property
+    def accepts_images(self) -> bool:
+        return self.base.accepts_images
+
+    @property
+    def constrains_json(self) -> bool:
+        return bool(getattr(self.base, "constrains_json", False))
+
+    @property
+    def generated_tokens(self) -> int:
+        return self.base.generated_tokens
+
     def generate(self, requests: Sequence[ChatRequest], params: GenerationParams) -> list[str]:
-        """Texts in request order; requests are grouped by adapter, one engine call each."""
-        texts: list[str] = [""] * len(requests)
+        return [completion.text for completion in self.complete(requests, params)]
+
+    def complete(
+        self,
+        requests: Sequence[ChatRequest],
+        params: GenerationParams,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[Completion]:
+        """Completions in request order; grouped by adapter, one engine call each.
+
+        `should_stop` goes to the base engine's batches (a batch whose callers are all gone
+        stops at the next token)."""
+        completions: list[Completion | None] = [None] * len(requests)
         groups: dict[str | None, list[int]] = {}
         for position, request in enumerate(requests):
             groups.setdefault(request.adapter, []).append(position)
+        stop = {"should_stop": should_stop} if should_stop is not None else {}
         with self.lock:
             for adapter, positions in groups.items():
                 self._activate(adapter)
                 # the adapter is applied to the model; the engine sees plain requests
                 plain = [dataclasses.replace(requests[i], adapter=None) for i in positions]
-                for position, text in zip(
-                    positions, self.base.generate(plain, params), strict=True
-                ):
-                    texts[position] = text
-        return texts
+                done = self.base.complete(plain, params, **stop)
+                for position, completion in zip(positions, done, strict=True):
+                    completions[position] = completion
+        return [completion for completion in completions if completion is not None]
+
+    def stream(self, request: ChatRequest, params: GenerationParams) -> Iterator[StreamChunk]:
+        """The base engine's stream with the request's adapter active; the adapter stays
+        in place (the lock held) until the stream ends or is closed."""
+        with self.lock:
+            self._activate(request.adapter)
+            yield from self.base.stream(dataclasses.replace(request, adapter=None), params)
 
     def _activate(self, adapter: str | None) -> None:
         model = self.base.model
