@@ -8,7 +8,7 @@ over varied captions, greedy) through
   old       the former in-stage engine: vllm.LLM.chat once per batch;
   service   a `placement: service` model: a Ray Serve deployment of ModelServer holding the
             async vLLM engine, called by `--clients` stage-like clients (ServiceEngine),
-            each with one batch in flight, every request of a batch its own call.
+            each with one batch in flight (one call per batch).
 The three take turns for `--rounds` rounds and each keeps its fastest (a busy machine's
 slow spells fall on all alike). Target (issue #15): service >= 0.9x bare.
 """
@@ -32,7 +32,7 @@ from factory.models.placement import ModelSpec, ServiceOptions, placed_engine
 
 def service_way(engine, count: int, params, batch: int, clients: int):
     """The requests sent as a pipeline's stages send them: `clients` stage-like callers,
-    each with one batch in flight, every request of a batch its own call."""
+    each with one batch in flight (ServiceEngine.complete: one call per batch)."""
     requests = text_requests(count)
     batches = [requests[i : i + batch] for i in range(0, len(requests), batch)]
 

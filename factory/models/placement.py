@@ -32,7 +32,11 @@ class ServiceOptions(ModelDeploymentOptions):
     for batch clients (many requests in flight from every stage actor, no per-call log)."""
 
     max_ongoing_requests: int = Field(
-        64, ge=1, description="requests one replica works on at once (Serve's concurrency cap)"
+        64,
+        ge=1,
+        description="calls one replica works on at once; a stage's batch is one call, so "
+        "this times the batch size is the requests an engine may hold (autoscaling's "
+        "target_ongoing_requests counts calls too)",
     )
     max_queued_requests: int = Field(
         -1, ge=-1, description="requests waiting for a replica beyond that; -1: unbounded"

@@ -1,13 +1,16 @@
 """A client of a model service: the engine a stage uses for a `placement: service` model.
 
-Every request of a batch goes to the service as its own call, all in flight at once, so
-the replicas batch across stages and across batches (continuous batching on vLLM, Serve's
-dynamic batching on the others) and a request that fails fails alone. The adapter travels
-as Serve's multiplexed model id, so requests go to replicas that already hold it.
+A stage's batch goes to the service as one call per adapter, and the replica runs its
+requests concurrently: continuous batching on vLLM's async engine, Serve's dynamic
+batching on the others, across every stage and batch in flight. One call per batch, not
+per request, because each handle call costs the client and the replica about a millisecond
+of CPU (benchmarks/RESULTS.md §14). A request that fails fails its call; the stage then
+retries its rows one by one, so it fails alone. The adapter travels as Serve's
+multiplexed model id, so calls go to replicas that already hold it.
 
-A request whose replica died is sent again (Serve replaces the replica), up to
-`max_retries` times: a lost replica loses no record. A request that outlives
-`request_timeout_s` is cancelled, which stops it on the replica.
+A call whose replica died is sent again (Serve replaces the replica), up to `max_retries`
+times: a lost replica loses no record. A call that outlives `request_timeout_s` is
+cancelled, which stops its requests on the replica.
 """
 
 from __future__ import annotations
@@ -62,23 +65,33 @@ class ServiceEngine:
     def complete(
         self, requests: Sequence[ChatRequest], params: GenerationParams
     ) -> list[Completion]:
-        """One completion per request, in order; all of them in flight together."""
+        """One completion per request, in order: one call per adapter, all in flight."""
         check_adapters(requests, self.config)
-        sent = [self._send(request, params) for request in requests]
-        completions = [
-            self._result(response, request, params)
-            for response, request in zip(sent, requests, strict=True)
-        ]
+        groups: dict[str | None, list[int]] = {}
+        for position, request in enumerate(requests):
+            groups.setdefault(request.adapter, []).append(position)
+        sent = {
+            adapter: self._send([requests[i] for i in positions], params)
+            for adapter, positions in groups.items()
+        }
+        completions: list[Completion] = [Completion("")] * len(requests)
+        for adapter, positions in groups.items():
+            batch = [requests[i] for i in positions]
+            done = self._result(sent[adapter], batch, params)
+            for position, completion in zip(positions, done, strict=True):
+                completions[position] = completion
         self.generated_tokens += sum(c.completion_tokens or 0 for c in completions)
         return completions
 
-    def _send(self, request: ChatRequest, params: GenerationParams) -> Any:
-        adapter = request.adapter or ""
-        plain = dataclasses.replace(request, adapter=None)
+    def _send(self, requests: list[ChatRequest], params: GenerationParams) -> Any:
+        adapter = requests[0].adapter or ""
+        plain = [dataclasses.replace(request, adapter=None) for request in requests]
         handle = self.handle.options(multiplexed_model_id=adapter)
-        return handle.generate.remote([plain], params)
+        return handle.generate.remote(plain, params)
 
-    def _result(self, response: Any, request: ChatRequest, params: GenerationParams) -> Completion:
+    def _result(
+        self, response: Any, requests: list[ChatRequest], params: GenerationParams
+    ) -> list[Completion]:
         from ray.exceptions import (
             ActorDiedError,
             ActorUnavailableError,
@@ -89,7 +102,7 @@ class ServiceEngine:
         for attempt in range(self.endpoint.max_retries + 1):
             try:
                 generated = response.result(timeout_s=self.endpoint.request_timeout_s)
-                return _first_completion(generated)
+                return _completions(generated)
             except TimeoutError:
                 response.cancel()  # stop it on the replica too
                 raise
@@ -103,12 +116,12 @@ class ServiceEngine:
                 # Serve is replacing the replica; the router holds the resend until one
                 # is up, and the pause keeps a crash loop from spending every retry at once
                 time.sleep(RETRY_PAUSE_S * 2**attempt)
-                response = self._send(request, params)
+                response = self._send(requests, params)
         raise AssertionError("unreachable")  # the loop returns or raises
 
 
-def _first_completion(generated: Any) -> Completion:
+def _completions(generated: Any) -> list[Completion]:
     completions = getattr(generated, "completions", None)
     if completions:
-        return completions[0]
-    return Completion(generated.texts[0])
+        return list(completions)
+    return [Completion(text) for text in generated.texts]
