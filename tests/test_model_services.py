@@ -249,3 +249,20 @@ def test_a_vllm_lora_changes_the_text_steps_and_lineage_names_it(tmp_path, ray_l
             "facts-lora",
             weights_revision(adapter),
         )
+
+
+def test_a_service_that_cannot_load_fails_the_run_in_one_line(tmp_path, capsys, ray_local):
+    config = {
+        "models": {"vlm": {**vlm("service"), "engine": {"model": str(tmp_path / "missing")}}},
+        "ocr": None,
+        "caption": {"model": "vlm", "resources": SMALL},
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    args = ["caption", "--input", samples_dir(), "--output", str(tmp_path / "out")]
+    assert main([*args, "--config", str(path)]) == 2
+    printed = capsys.readouterr().err  # Serve logs its own INFO lines there too
+    assert "Traceback" not in printed
+    [error] = [line for line in printed.splitlines() if line.startswith("factory caption:")]
+    # the replica's own reason, not Serve's "Failed to update the deployments"
+    assert "model service 'vlm' did not start" in error and "does not exist" in error
