@@ -24,6 +24,7 @@ from factory import __version__, records
 from factory.config import CaptionRunConfig
 from factory.io.listing_spill import SpilledListing
 from factory.io.outputs import ShardWriter
+from factory.models.placement import model_steps
 from factory.stages.base import Columns, MissingColumnsError, Resources
 from factory.stages.caption import CaptionStage
 from factory.stages.clip import ClipStage
@@ -192,16 +193,7 @@ def skipped_stages(config: CaptionRunConfig) -> dict[str, str]:
 
 def engine_models(config: CaptionRunConfig) -> dict[str, str]:
     """Which model each generating step of this run uses (for notes and lineage checks)."""
-    models = {}
-    if config.caption is not None:
-        models["caption"] = config.caption.engine.model
-    if config.expand is not None:
-        models["expand.questions"] = config.expand.questions.engine.model
-        models["expand.answer"] = config.expand.answer.engine.model
-    for name in ("qa", "decompose", "critic", "rewrite"):
-        if (stage_config := getattr(config, name)) is not None:
-            models[name] = stage_config.step.engine.model
-    return models
+    return {where: step.engine.model for where, step in model_steps(config)}
 
 
 def _min_pool(res: Resources) -> int:
