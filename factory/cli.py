@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValidationError, ValueError, FileNotFoundError) as error:
         print(f"factory {args.command}: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:
+        print(f"factory {args.command}: {stop or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

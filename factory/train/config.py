@@ -76,7 +76,12 @@ class CheckpointOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     keep: int = Field(2, ge=1, description="checkpoints kept, best by validation loss")
-    max_failures: int = Field(1, ge=0, description="worker failures survived (FailureConfig)")
+    max_failures: int = Field(
+        1,
+        ge=0,
+        description="failed attempts resumed from the latest checkpoint; an attempt that "
+        "saved no new checkpoint is not retried (its error would repeat)",
+    )
 
 
 class TrainConfig(BaseModel):
@@ -125,6 +130,32 @@ class TrainConfig(BaseModel):
         if uris.is_local(storage):
             storage = os.path.abspath(os.path.expanduser(storage))
         return storage
+
+    def with_absolute_paths(self) -> TrainConfig:
+        """Local paths made absolute against this process's directory.
+
+        Ray Train workers run in a directory of their own, so a relative `data.source` or
+        model folder that the driver found would be missing in every worker.
+        """
+
+        def absolute(path: str | None) -> str | None:
+            if path is None or not uris.is_local(path) or path.startswith("file://"):
+                return path
+            return os.path.abspath(os.path.expanduser(path))
+
+        model_path = self.model.model
+        if uris.is_local(model_path) and os.path.isdir(os.path.expanduser(model_path)):
+            model_path = absolute(model_path)
+        return self.model_copy(
+            update={
+                "output": absolute(self.output),
+                "storage": self.checkpoint_storage(),
+                "data": self.data.model_copy(update={"source": absolute(self.data.source)}),
+                "model": self.model.model_copy(
+                    update={"model": model_path, "cache_dir": absolute(self.model.cache_dir)}
+                ),
+            }
+        )
 
     def load_dtype(self, device_type: str) -> str:
         """model.dtype with auto resolved for a worker's device type ("cpu", "cuda")."""

@@ -14,6 +14,7 @@ checkpoints keep the same layout, and a resume restarts the optimiser's moments.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import resource
@@ -47,6 +48,8 @@ from factory.train.methods import load_for_training, parameter_groups
 from factory.train.validation import validation_metrics
 
 STATE_FILE = "trainer_state.pt"
+# a Ray Train worker logs the root logger to the console once; a print there shows twice
+log = logging.getLogger(__name__)
 MODEL_DIR = "model"
 
 
@@ -130,10 +133,9 @@ def train_loop(config_json: dict[str, Any]) -> None:
             losses.append(loss.detach().item())
             if rank == 0 and ((step + 1) % config.log_every_steps == 0 or step + 1 == steps):
                 rate = seen * world / (time.perf_counter() - started)
-                print(
+                log.info(
                     f"[{config.name}] epoch {epoch + 1}/{optim.epochs} step {step + 1}/{steps} "
-                    f"loss {losses[-1]:.4f} {rate:.1f} samples/s",
-                    flush=True,
+                    f"loss {losses[-1]:.4f} {rate:.1f} samples/s"
                 )
         seconds = time.perf_counter() - started
         epoch_joules = energy.joules() - joules_at_start if energy.available else 0.0
@@ -154,10 +156,9 @@ def train_loop(config_json: dict[str, Any]) -> None:
         }
         history.append(metrics)
         if rank == 0:
-            print(
+            log.info(
                 f"[{config.name}] epoch {epoch + 1} done: train loss {metrics['train_loss']:.4f}"
-                f", val loss {metrics['val_loss']:.4f}, {metrics['samples_per_s']:.1f} samples/s",
-                flush=True,
+                f", val loss {metrics['val_loss']:.4f}, {metrics['samples_per_s']:.1f} samples/s"
             )
         with full_weights(engine, trainable):  # every rank gathers under ZeRO-3
             _report(history, model, trainable, optimizer, scheduler, shift, rank, engine)

@@ -9,8 +9,11 @@ validation loss, every epoch's metrics).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +23,16 @@ import yaml
 from factory.io import uris
 from factory.train.config import TrainConfig
 from factory.train.preflight import check_data, check_resources, fixed_size_cluster
+
+log = logging.getLogger(__name__)
+
+
+class TrainingFailed(ValueError):
+    """A worker's own error, unwrapped from Ray Train's retries: one line for the CLI."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run; the message says where its checkpoints are."""
 
 
 @dataclass
@@ -58,7 +71,8 @@ def build_trainer(config: TrainConfig):
                 checkpoint_score_attribute="val_loss",
                 checkpoint_score_order="min",
             ),
-            failure_config=ray.train.FailureConfig(max_failures=config.checkpoints.max_failures),
+            # retried by _fit, and only after progress
+            failure_config=ray.train.FailureConfig(max_failures=0),
         ),
     )
 
@@ -66,12 +80,16 @@ def build_trainer(config: TrainConfig):
 def run_training(config: TrainConfig) -> TrainResult:
     if not config.output:
         raise ValueError("a training run needs an output (--set output=DIR or s3://...)")
+    config = config.with_absolute_paths()
     check_data(config)  # before Ray starts: a missing or too small source fails in a second
+    import ray
+
+    owns_ray = not ray.is_initialized()
     cluster = _fixed_cluster_resources()
     if cluster is not None:
         check_resources(config, cluster)
     started = time.perf_counter()
-    result = build_trainer(config).fit()
+    result = _fit(config, owns_ray)
     checkpoint, best = _best(result)
     epochs = _history(result.checkpoint)
     summary = {
@@ -89,6 +107,69 @@ def run_training(config: TrainConfig) -> TrainResult:
         epochs=epochs,
         wall_seconds=summary["wall_seconds"],
     )
+
+
+def _fit(config: TrainConfig, owns_ray: bool):
+    """trainer.fit(), retried only after progress, ending early in one line either way.
+
+    Ray Train's own retry (FailureConfig) reruns a worker error that happened before any
+    checkpoint, which for a bad setting repeats the same traceback. Here a failed attempt is
+    retried, resuming from the latest checkpoint, only when it saved a new one.
+    """
+    import ray
+    from ray.train import TrainingFailedError
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main_thread else None
+    failures, seen = 0, _checkpoints(config)
+    try:
+        while True:
+            try:
+                return build_trainer(config).fit()
+            except TrainingFailedError as error:
+                failures, saved = failures + 1, _checkpoints(config)
+                if failures > config.checkpoints.max_failures or not saved - seen:
+                    if owns_ray:  # stops forwarded worker tracebacks burying the one line
+                        ray.shutdown()
+                    raise TrainingFailed(_root_cause(error, failures)) from None
+                seen = saved
+                log.warning(f"training failed ({error}); resuming from the latest checkpoint")
+    except (KeyboardInterrupt, SystemExit, ray.exceptions.RayActorError):
+        # Ray's SIGINT handler aborts the run by ending its controller actor, so fit()
+        # sees that actor die (or the handler's own exit on a repeated Ctrl-C)
+        raise TrainingInterrupted(
+            f"interrupted; checkpoints so far are in {config.checkpoint_storage()}/"
+            f"{config.name}, and the same command continues from the latest"
+        ) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)  # Ray leaves its handler installed
+
+
+def _checkpoints(config: TrainConfig) -> set[str]:
+    """Names of the checkpoints this run's storage holds now."""
+    from pyarrow import fs
+
+    filesystem, path = uris.filesystem(uris.join(config.checkpoint_storage(), config.name))
+    found = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
+    return {
+        info.base_name
+        for info in found
+        if info.type == fs.FileType.Directory and info.base_name.startswith("checkpoint_")
+    }
+
+
+def _root_cause(error, attempts: int) -> str:
+    """The first failed rank's own exception, without Ray's wrappers and traceback."""
+    failures = getattr(error, "worker_failures", None)
+    if not failures:
+        cause = getattr(error, "controller_failure", error)
+        return f"the Ray Train controller failed: {type(cause).__name__}: {cause}"
+    rank = min(failures)
+    # Ray wraps a worker's exception with its traceback string; the traceback is in the log
+    cause = getattr(failures[rank], "_base_exc", failures[rank])
+    tries = f" (attempt {attempts})" if attempts > 1 else ""
+    return f"worker rank {rank} failed{tries}: {type(cause).__name__}: {cause}"
 
 
 def _fixed_cluster_resources() -> dict[str, float] | None:

@@ -129,9 +129,11 @@ def test_full_queue_answers_503_with_retry_after(app):
     url, _ = app
     wait_until_idle(url)
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: chat(url, "SLEEP:0.2 describe"), range(8)))
+        answers = list(pool.map(lambda _: chat(url, "SLEEP:0.5 describe"), range(8)))
     statuses = sorted(answer.status_code for answer in answers)
-    assert set(statuses) == {200, 503}, statuses
+    # one replica slot and one queue slot: the rest are turned away at once; an admitted
+    # request may still meet the 1 s deadline on a loaded machine, which is a 504, never a 500
+    assert 503 in statuses and set(statuses) <= {200, 503, 504}, statuses
     overloaded = next(answer for answer in answers if answer.status_code == 503)
     assert overloaded.headers["Retry-After"] == "2"
     assert overloaded.json()["error"]["code"] == "overloaded"

@@ -38,3 +38,22 @@ def test_gpu_presets_ask_ray_train_for_a_training_node_per_worker():
     trainer = build_trainer(load_config(preset, model=TrainConfig))
     asked = trainer.scaling_config._resources_per_worker_not_none
     assert asked == {"CPU": 8, "GPU": 1, "train_slot": 1}  # cluster.yaml: gpu_train only
+
+
+def test_local_paths_reach_workers_absolute_and_uris_unchanged(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base-model").mkdir()
+    local = config(output="out", model={"model": "base-model", "cache_dir": "cache"})
+    absolute = local.with_absolute_paths()
+    assert absolute.output == str(tmp_path / "out")
+    assert absolute.storage == str(tmp_path / "out" / "checkpoints")
+    assert absolute.data.source == str(tmp_path / "run")
+    assert absolute.model.model == str(tmp_path / "base-model")
+    assert absolute.model.cache_dir == str(tmp_path / "cache")
+    # a hub-style id that is not a local folder, and URIs, are left as they are
+    remote = config(
+        output="s3://bucket/models/v1", data={"kind": "caption", "source": "s3://bucket/run/"}
+    ).model_copy(update={"model": config().model.model_copy(update={"model": "org/model"})})
+    kept = remote.with_absolute_paths()
+    assert kept.output == "s3://bucket/models/v1" and kept.data.source == "s3://bucket/run/"
+    assert kept.storage == "s3://bucket/models/v1/checkpoints" and kept.model.model == "org/model"

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import threading
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -177,6 +181,63 @@ def test_a_rerun_with_the_same_name_and_storage_continues_the_run(tmp_path, capt
     again = train(tmp_path, f"data.source={caption_run}", "optim.epochs=2")
     assert [e["epoch"] for e in again["epochs"]] == [1, 2]
     assert again["epochs"][0] == first["epochs"][0]  # epoch 1 came from the checkpoint
+
+
+@pytest.mark.slow
+def test_a_worker_error_reaches_the_user_in_one_line_and_is_not_retried(
+    tmp_path, caption_run, ray_local, capsys
+):
+    out = tmp_path / "model"
+    args = ["train", "--config", "jobs/configs/train_tiny_cpu.yaml", "--set", f"output={out}"]
+    for setting in (f"data.source={caption_run}", "method.target_modules=[no_such_proj]"):
+        args += ["--set", setting]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    # the worker's own exception, not Ray's wrapper; one attempt: nothing was saved to
+    # resume from, so a retry would only repeat it
+    assert err.startswith("factory train: worker rank 0 failed: ValueError: ")
+    assert "['no_such_proj']" in err and "attempt" not in err
+    assert not list(out.glob("checkpoints/tiny-cpu/checkpoint_*"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_run_given_relative_paths_and_keeps_its_checkpoints(tmp_path, caption_run):
+    """A user's `factory train` in a terminal: relative paths, then Ctrl-C after an epoch.
+
+    Ray Train workers run in a folder of their own, so relative paths must reach them
+    made absolute; Ctrl-C then ends the run in one line with the interrupt's exit status.
+    """
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    config = os.path.join(repo, "jobs", "configs", "train_tiny_cpu.yaml")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "factory.cli", "train", "--config", config]
+        + ["--set", "output=model", "--set", "data.source=run", "--set", "optim.epochs=500"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    watchdog = threading.Timer(600, process.kill)  # a hang fails the test, not CI
+    watchdog.start()
+    try:
+        seen = []
+        for line in process.stdout:
+            seen.append(line)
+            if "epoch 1 done" in line:
+                process.send_signal(signal.SIGINT)
+                break
+        assert "epoch 1 done" in seen[-1], "".join(seen[-20:])
+        rest = process.stdout.read()
+        assert process.wait() == 130, rest
+    finally:
+        watchdog.cancel()
+    last = rest.strip().splitlines()[-1]
+    checkpoints = tmp_path / "model" / "checkpoints" / "tiny-cpu"
+    assert last == (
+        f"factory train: interrupted; checkpoints so far are in {checkpoints}, "
+        "and the same command continues from the latest"
+    )
+    assert any(name.startswith("checkpoint_") for name in os.listdir(checkpoints))
 
 
 @pytest.fixture
