@@ -12,6 +12,7 @@ import json
 import os
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from factory.cli import main, samples_dir
@@ -123,8 +124,9 @@ def catalogue_manifest(path) -> str:
     return str(path)
 
 
-def evaluated(run, out) -> dict:
+def evaluated(run, out, *more: str) -> dict:
     args = ["eval", "--run", str(run), "--out", str(out), "--set", "semantic_diversity=false"]
+    args += more
     assert main(args) == 0
     return json.loads((out / "metrics.json").read_text())
 
@@ -177,7 +179,29 @@ def test_the_flywheel_closes_from_the_cli(tmp_path, ray_local):
     rows = read_output(str(after), "captions").to_pylist()
     lineage = rows[0]["caption_detailed_lineage"]
     assert lineage["adapter"] == "flywheel" and lineage["adapter_revision"]
-    old, new = evaluated(before, tmp_path / "eval-before"), evaluated(after, tmp_path / "e2")
-    for metrics in (old, new):
-        assert metrics["critic_score"] and "caption_detailed" in metrics["caption_words"]
-        assert "health_flags" in metrics
+    compared = tmp_path / "eval"
+    metrics = evaluated(after, compared, "--baseline", str(before))
+    assert metrics["against_baseline"]["baseline"] == str(before)
+    measures = metrics["against_baseline"]["measures"]
+    baseline = evaluated(before, tmp_path / "eval-before")
+    # before and after side by side: critic score, health flags, caption length
+    for name, before_value, after_value in (
+        ("critic_score_mean", baseline["critic_score"]["mean"], metrics["critic_score"]["mean"]),
+        (
+            "words_mean final_caption",
+            baseline["caption_words"]["final_caption"]["mean"],
+            metrics["caption_words"]["final_caption"]["mean"],
+        ),
+        (
+            "records_with_flags_share",
+            baseline["records_with_flags"] / baseline["accepted_rows_read"],
+            metrics["records_with_flags"] / metrics["accepted_rows_read"],
+        ),
+    ):
+        assert measures[name]["baseline"] == pytest.approx(before_value), name
+        assert measures[name]["run"] == pytest.approx(after_value), name
+        assert measures[name]["change"] == pytest.approx(after_value - before_value), name
+    report = (compared / "report.html").read_text()
+    assert 'id="baseline"' in report
+    for plot in ("critic score", "final_caption length"):
+        assert f'alt="{plot}, baseline and this run"' in report

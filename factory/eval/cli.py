@@ -1,7 +1,7 @@
 """`factory eval`: score predictions against references, or describe a caption run.
 
     factory eval --predictions P --references R [--images DIR_OR_URI] [--out DIR]
-    factory eval --run OUTPUT_URI [--references R --id-column C] [--out DIR]
+    factory eval --run OUTPUT_URI [--references R --id-column C] [--baseline RUN] [--out DIR]
 
 Prints a table, writes metrics.json and report.html into --out (for --run: the run's own
 output unless --out is given). Settings: --config YAML / --set key=value (EvalConfig).
@@ -25,6 +25,11 @@ def add_eval_command(commands) -> None:
         help="Parquet or JSONL: several captions (or QA answers) per image id; with --run "
         "the run's caption columns (or its qa pairs) are scored against them",
     )
+    sub.add_argument(
+        "--baseline",
+        help="with --run: an earlier run's output; critic score, health flags and caption "
+        "length are compared with it (metrics.json against_baseline, a report section)",
+    )
     sub.add_argument("--images", help="folder or s3:// prefix of <image id>.<ext> files")
     sub.add_argument("--out", help=f"where metrics.json and report.html go ({DEFAULT_OUT})")
     sub.add_argument("--id-column", default="image_id", help="the key of both tables")
@@ -43,6 +48,8 @@ def run_eval(args: argparse.Namespace) -> int:
         from factory.eval.run_eval import evaluate_run
 
         return evaluate_run(args, config)
+    if args.baseline:
+        raise ValueError("--baseline compares caption runs: use it with --run")
     if not args.references:
         raise ValueError("--predictions needs --references (or use --run OUTPUT)")
     from factory.eval.run_eval import evaluate_files

@@ -27,13 +27,23 @@ def write_run_report(
     embed: Embed | None = None,
     target: str | None = None,
     extra_sections: tuple[str, ...] = (),
+    baseline: tuple[str, dict] | None = None,
 ) -> tuple[str, dict]:
     """Reads a run, writes report.html into `target` (default: the run's output folder);
-    returns the report's URI and the run's numbers."""
+    returns the report's URI and the run's numbers. `baseline`: (output, its numbers) for
+    a section comparing the two runs."""
     stats = load_run(
         output, config.diversity_sample, config.report.gallery_size, config.hallucination
     )
     summary = summarise(stats, embed)
+    if baseline is not None:
+        from factory.eval.run_compare import baseline_section
+
+        baseline_output, baseline_summary = baseline
+        extra_sections = (
+            baseline_section(baseline_summary, summary, baseline_output),
+            *extra_sections,
+        )
     examples = stats.examples
     images = {}
     if examples:

@@ -74,6 +74,8 @@ def evaluate_run(args: argparse.Namespace, config: EvalConfig) -> int:
 
     if not _is_run_output(args.run):
         raise ValueError(f"{args.run} holds no run.json and no captions/rejected/duplicates shards")
+    if args.baseline and not _is_run_output(args.baseline):
+        raise ValueError(f"--baseline {args.baseline} holds no run.json and no output shards")
     out = args.out or args.run
     embed, why_not = load_embedder(config)
     extra, against = (), None
@@ -90,10 +92,22 @@ def evaluate_run(args: argparse.Namespace, config: EvalConfig) -> int:
             embed,
         )
         extra = (references_section(against),)
-    report, summary = write_run_report(args.run, config, embed, out, extra)
+    baseline = None
+    if args.baseline:
+        from factory.eval.run_compare import baseline_summary
+
+        baseline = (args.baseline, baseline_summary(args.baseline, config))
+    report, summary = write_run_report(args.run, config, embed, out, extra, baseline)
     metrics = {"kind": "run", "output": args.run, **without_values(summary)}
     if against is not None:
         metrics["against_references"] = against
+    if baseline is not None:
+        from factory.eval.run_compare import compare
+
+        metrics["against_baseline"] = {
+            "baseline": args.baseline,
+            "measures": compare(baseline[1], summary),
+        }
     if why_not:
         metrics["notes"] = [why_not]
     outputs.write_json(uris.join(out, "metrics.json"), metrics)
@@ -107,6 +121,10 @@ def evaluate_run(args: argparse.Namespace, config: EvalConfig) -> int:
         print(f"  NOTE: {why_not}")
     for column, scores in (against or {}).get("captions", {}).items():
         print_table(f"{column} against {args.references}", scores)
+    if baseline is not None:
+        from factory.eval.run_compare import printable
+
+        print_table(f"against baseline {args.baseline}", printable(compare(baseline[1], summary)))
     if against and "qa" in against:
         qa = {k: v for k, v in against["qa"].items() if not isinstance(v, dict)}
         print_table(f"qa against {args.references}", qa)
