@@ -146,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             return serve(args.config, args.overrides)
         return show_config(args.config, args.overrides)
     except (ValidationError, ValueError, FileNotFoundError) as error:
-        print(f"factory {args.command}: {error}", file=sys.stderr)
+        # a config's validation error carries its one-line explanation as a note
+        notes = getattr(error, "__notes__", None)
+        print(f"factory {args.command}: {notes[-1] if notes else error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:
         print(f"factory {args.command}: {stop or 'interrupted'}", file=sys.stderr)

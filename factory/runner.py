@@ -107,9 +107,19 @@ def _notes(config: CaptionRunConfig) -> list[str]:
     return notes + unpicked_adapters(config)
 
 
+def check_output_folder(output: str) -> None:
+    """An output that names an existing file is refused before anything is read."""
+    from pyarrow import fs
+
+    filesystem, path = uris.filesystem(output)
+    if filesystem.get_file_info(path).type == fs.FileType.File:
+        raise ValueError(f"output {output!r} is a file; name a folder or an s3:// prefix")
+
+
 def run_caption(config: CaptionRunConfig) -> RunResult:
     if not config.input or not config.output:
         raise ValueError("a caption run needs both an input and an output")
+    check_output_folder(config.output)
     started = time.perf_counter()
     run_id = config.run_id or new_run_id()
     config = place_models(config, run_id)  # steps naming a model get its placed engine

@@ -5,6 +5,7 @@ from pydantic import ValidationError
 
 from factory.cli import main
 from factory.config import CaptionRunConfig, load_config
+from factory.stages.critic import CriticConfig
 
 PRESETS = sorted((Path(__file__).parent.parent / "jobs" / "configs").glob("*.yaml"))
 
@@ -73,3 +74,45 @@ def test_cli_config_prints_resolved_yaml_and_reports_errors(capsys):
     assert "hamming_threshold: 3" in capsys.readouterr().out
     assert main(["config", "--set", "dedup.bogus=1"]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+def test_a_section_that_is_off_starts_from_its_defaults(tmp_path):
+    # critic is off by default: one field of it switches it on with every other default
+    config = load_config(None, ["critic.step.generation.max_new_tokens=40"])
+    defaults = CriticConfig()
+    assert config.critic.step.generation.max_new_tokens == 40
+    assert config.critic.step.prompt == defaults.step.prompt
+    assert config.critic.resources == defaults.resources
+    # a YAML section naming a few fields keeps the stage's own defaults for the rest
+    path = tmp_path / "loop.yaml"
+    path.write_text("critic:\n  resources: {num_cpus: 0.1}\n")
+    critic = load_config(path).critic
+    assert critic.resources.num_cpus == 0.1
+    assert critic.resources.compute == defaults.resources.compute == "actors"
+    assert critic.resources.batch_size == defaults.resources.batch_size
+
+
+def test_config_mistakes_are_one_line_each(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("caption:\n  styles: [unclosed\n")
+    assert main(["config", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"factory config: {bad}, line 3, column 1: not valid YAML: ")
+    assert main(["config", "--set", "caption.stlyes=[]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("factory config: unknown key 'caption.stlyes' (known here: ")
+    assert "styles" in err and "\n" not in err
+    assert main(["config", "--set", "dedup.hamming_threshold=99"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("factory config: dedup.hamming_threshold: ") and "\n" not in err
+
+
+def test_an_output_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    output = tmp_path / "results.txt"
+    output.write_text("not a folder")
+    args = ["caption", "--input", str(tmp_path), "--output", str(output)]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"factory caption: output {str(output)!r} is a file; name a folder or an s3:// prefix"
+    )
+    assert output.read_text() == "not a folder"

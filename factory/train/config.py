@@ -75,7 +75,12 @@ class ScalingConfig(BaseModel):
 class CheckpointOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    keep: int = Field(2, ge=1, description="checkpoints kept, best by validation loss")
+    keep: int = Field(
+        2,
+        ge=1,
+        description="checkpoints kept, best by validation loss; Ray Train keeps the latest "
+        "as well (a resume starts from it)",
+    )
     max_failures: int = Field(
         1,
         ge=0,
