@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import bisect
 
-import numpy as np
-
-Ranges = list[tuple[int, int]]  # [start, end) runs of input_index, ascending
+from factory.io.listing_spill import Ranges
 
 
 class ListingOrder:
@@ -41,23 +39,3 @@ class ListingOrder:
         if index + 1 < self._ends[run]:
             return index + 1
         return self._starts[run + 1] if run + 1 < len(self._starts) else None
-
-
-def index_ranges(indexes: np.ndarray) -> Ranges:
-    """Runs of consecutive values in an ascending array of input indexes."""
-    if not len(indexes):
-        return []
-    breaks = np.flatnonzero(np.diff(indexes) != 1) + 1
-    starts = np.concatenate([[0], breaks])
-    ends = np.concatenate([breaks, [len(indexes)]])
-    return [(int(indexes[s]), int(indexes[e - 1]) + 1) for s, e in zip(starts, ends, strict=True)]
-
-
-def merge_ranges(ranges: Ranges) -> Ranges:
-    merged: Ranges = []
-    for start, end in ranges:
-        if merged and merged[-1][1] == start:
-            merged[-1] = (merged[-1][0], end)
-        else:
-            merged.append((start, end))
-    return merged

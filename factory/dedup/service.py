@@ -18,7 +18,7 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from factory.dedup.order import ListingOrder, Ranges, index_ranges, merge_ranges
+from factory.dedup.order import ListingOrder, Ranges
 from factory.dedup.shard import Answer, Entry, IndexShard
 
 if TYPE_CHECKING:
@@ -95,8 +95,8 @@ def start_dedup_index(
 ) -> list[Any]:
     """Start the shards of `index` (`config`: a DedupConfig), seeded from `output`.
 
-    `ranges`: the run's input indexes (`listing_ranges`), for decisions in listing order;
-    None: decide batches as they come.
+    `ranges`: the run's input indexes (`SpilledListing.index_ranges`), for decisions in
+    listing order; None: decide batches as they come.
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -133,20 +133,6 @@ def stop_dedup_index(handles: list[Any]) -> None:
 
     for handle in handles:
         ray.kill(handle, no_restart=True)
-
-
-def listing_ranges(listing: SpilledListing) -> Ranges:
-    """The run's input indexes as runs: one run unless a resume left gaps."""
-    import pyarrow.parquet as pq
-
-    from factory.io import uris
-
-    ranges: Ranges = []
-    for part, _ in listing.parts:
-        filesystem, path = uris.filesystem(part)
-        column = pq.read_table(path, columns=["input_index"], filesystem=filesystem)
-        ranges.extend(index_ranges(column.column(0).to_numpy()))
-    return merge_ranges(ranges)
 
 
 class ShardedIndex:
@@ -216,6 +202,6 @@ def start_for_steps(steps: list[Any], output: str, listing: SpilledListing, orde
     for step in steps:
         if step.columns.stage == "dedup" and step.kwargs.get("index"):
             config, index = step.kwargs["config"], step.kwargs["index"]
-            ranges = listing_ranges(listing) if ordered else None
+            ranges = listing.index_ranges if ordered else None
             return start_dedup_index(config, index, output, ranges)
     return []

@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -20,6 +21,8 @@ import pyarrow.fs as pafs
 from factory.io import uris
 
 ROW_GROUP_ROWS = 1024  # the least a read task reads: ~100 KB of listing
+
+Ranges = list[tuple[int, int]]  # [start, end) runs of input_index, ascending
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class SpilledListing:
     rows: int = 0  # rows to do: the inputs no earlier run has written
     nbytes: int = 0  # Arrow size of the rows to do
     parts: list[tuple[str, int]] = field(default_factory=list)  # (URI, rows to do)
+    # the rows' input indexes as runs, kept while spilling: one run unless a resume left
+    # gaps; dedup's listing order steps over the gaps without reading the parts back
+    index_ranges: Ranges = field(default_factory=list)
 
     def segments(self, start: int, rows: int) -> list[Segment]:
         """Where rows [start, start + rows) of the rows to do are, part by part."""
@@ -82,11 +88,33 @@ def spill_listing(scan: Iterable[pa.Table], folder: str, done: set[str]) -> Spil
             spilled.parts.append((_uri(folder, path), batch.num_rows))
             spilled.rows += batch.num_rows
             spilled.nbytes += batch.nbytes
+            indexes = index_ranges(batch.column("input_index").to_numpy())
+            spilled.index_ranges = merge_ranges(spilled.index_ranges + indexes)
     except BaseException:
         spilled.remove()
         raise
     spilled.ignored_files = getattr(scan, "ignored_files", 0)
     return spilled
+
+
+def index_ranges(indexes: np.ndarray) -> Ranges:
+    """Runs of consecutive values in an ascending array of input indexes."""
+    if not len(indexes):
+        return []
+    breaks = np.flatnonzero(np.diff(indexes) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(indexes)]])
+    return [(int(indexes[s]), int(indexes[e - 1]) + 1) for s, e in zip(starts, ends, strict=True)]
+
+
+def merge_ranges(ranges: Ranges) -> Ranges:
+    merged: Ranges = []
+    for start, end in ranges:
+        if merged and merged[-1][1] == start:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def read_segment(segment: Segment) -> pa.Table:

@@ -133,7 +133,8 @@ def _fit(config: TrainConfig, owns_ray: bool):
                         ray.shutdown()
                     raise TrainingFailed(_root_cause(error, failures)) from None
                 seen = saved
-                log.warning(f"training failed ({error}); resuming from the latest checkpoint")
+                cause = _root_cause(error, failures)
+                log.warning(f"{cause}; resuming from the latest checkpoint")
     except (KeyboardInterrupt, SystemExit, ray.exceptions.RayActorError):
         # Ray's SIGINT handler aborts the run by ending its controller actor, so fit()
         # sees that actor die (or the handler's own exit on a repeated Ctrl-C)

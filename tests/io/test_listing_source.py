@@ -54,6 +54,9 @@ def test_rows_already_written_are_left_out_but_counted_and_keep_their_index(tmp_
     read = read_all(ListingDatasource(spilled, rows=64))
     assert read.column("uri").to_pylist() == [u for u in uris if u not in done]
     assert read.column("input_index")[:2].to_pylist() == [1, 2]
+    # the indexes to do, as runs, kept while spilling: dedup's order steps over the gaps
+    assert spilled.index_ranges == [(1, 7), (8, 200), (400, 500)]
+    assert spill_listing(batches(uris, 200), str(tmp_path / "m"), set()).index_ranges == [(0, 500)]
 
 
 def test_a_read_task_ships_where_its_rows_are_not_the_rows(tmp_path):

@@ -7,9 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from factory.dedup.order import ListingOrder, index_ranges
+from factory.dedup.order import ListingOrder
 from factory.dedup.service import start_dedup_index, stop_dedup_index
 from factory.dedup.shard import Entry, IndexShard
+from factory.io.listing_spill import index_ranges
 from factory.stages.dedup import (
     DedupConfig,
     DedupStage,
