@@ -119,6 +119,10 @@ def merge_ranges(ranges: Ranges) -> Ranges:
 
 def read_segment(segment: Segment) -> pa.Table:
     """The segment's rows, reading only the row groups that hold them."""
+    return uris.retry_transient(lambda: _read_segment(segment))
+
+
+def _read_segment(segment: Segment) -> pa.Table:
     import pyarrow.parquet as pq
 
     filesystem, path = uris.filesystem(segment.part)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
+import time
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 import pyarrow.fs as pafs
@@ -27,6 +30,31 @@ def is_local(uri: str) -> bool:
 # S3 throttles in bursts (503 SlowDown) under many parallel readers and writers: more
 # patience than the AWS SDK's default of 3 attempts, with its exponential backoff.
 S3_MAX_ATTEMPTS = 10
+# What the SDK gives up on that a new request fixes. A ranged read (a Parquet footer's 8
+# bytes) answered by a throttling error is one: the error's body does not fit the range's
+# buffer, and the SDK reports INTERNAL_FAILURE without retrying. Ray Data retries the same
+# list for its own file readers (DataContext.retried_io_errors).
+TRANSIENT_S3_ERRORS = (
+    "AWS Error INTERNAL_FAILURE",
+    "AWS Error NETWORK_CONNECTION",
+    "AWS Error SLOW_DOWN",
+    "AWS Error SERVICE_UNAVAILABLE",
+    "AWS Error UNKNOWN (HTTP status 500)",  # a HEAD's error has no body to name it
+    "AWS Error UNKNOWN (HTTP status 503)",
+)
+Result = TypeVar("Result")
+
+
+def retry_transient(read: Callable[[], Result], attempts: int = S3_MAX_ATTEMPTS) -> Result:
+    """`read()`, again after a transient S3 error, with exponential backoff."""
+    for attempt in range(attempts - 1):
+        try:
+            return read()
+        except OSError as error:
+            if not any(marker in str(error) for marker in TRANSIENT_S3_ERRORS):
+                raise
+            time.sleep(min(0.05 * 2**attempt, 5.0))
+    return read()  # the last attempt's error is the caller's
 
 
 @functools.lru_cache(maxsize=16)
