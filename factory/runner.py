@@ -109,10 +109,7 @@ def _notes(config: CaptionRunConfig) -> list[str]:
 
 def check_output_folder(output: str) -> None:
     """An output that names an existing file is refused before anything is read."""
-    from pyarrow import fs
-
-    filesystem, path = uris.filesystem(output)
-    if filesystem.get_file_info(path).type == fs.FileType.File:
+    if uris.size_of(output) is not None:
         raise ValueError(f"output {output!r} is a file; name a folder or an s3:// prefix")
 
 

@@ -101,13 +101,12 @@ def evaluate_run(args: argparse.Namespace, config: EvalConfig) -> int:
     metrics = {"kind": "run", "output": args.run, **without_values(summary)}
     if against is not None:
         metrics["against_references"] = against
+    measures = None
     if baseline is not None:
         from factory.eval.run_compare import compare
 
-        metrics["against_baseline"] = {
-            "baseline": args.baseline,
-            "measures": compare(baseline[1], summary),
-        }
+        measures = compare(baseline[1], summary)
+        metrics["against_baseline"] = {"baseline": args.baseline, "measures": measures}
     if why_not:
         metrics["notes"] = [why_not]
     outputs.write_json(uris.join(out, "metrics.json"), metrics)
@@ -121,10 +120,10 @@ def evaluate_run(args: argparse.Namespace, config: EvalConfig) -> int:
         print(f"  NOTE: {why_not}")
     for column, scores in (against or {}).get("captions", {}).items():
         print_table(f"{column} against {args.references}", scores)
-    if baseline is not None:
+    if measures is not None:
         from factory.eval.run_compare import printable
 
-        print_table(f"against baseline {args.baseline}", printable(compare(baseline[1], summary)))
+        print_table(f"against baseline {args.baseline}", printable(measures))
     if against and "qa" in against:
         qa = {k: v for k, v in against["qa"].items() if not isinstance(v, dict)}
         print_table(f"qa against {args.references}", qa)
