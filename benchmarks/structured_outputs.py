@@ -6,13 +6,14 @@
    model). Budgets and limits are caption_ultra.yaml's.
 2. Cost of constrained decoding on the transformers engine: tokens/s generating the same
    number of tokens with and without the grammar (a schema loose enough that neither side
-   stops early), interleaved runs, medians. Target: at most 10 % slower. On a shared, busy
-   machine the two sides' tokens/s move with the load, so the script also times the
-   grammar's own work (the logits processor: matcher advance, mask fill, mask apply)
-   inside the constrained runs: its share of their time is the slowdown it causes, and
-   that share does not depend on how busy the machine was.
+   stops early). Target: at most 10 % slower. Each constrained run sits between two free
+   ones and is compared with their mean; the median of those ratios is the figure, and
+   the ratio of the two free runs around it shows the noise. The script also times the
+   grammar's own work (the logits processor: matcher advance, mask fill, mask apply) in
+   separate constrained runs after the timed ones (the timer's own calls would slow the
+   runs it measures): its share of their time does not depend on how busy the machine was.
 
-    .venv/bin/python -m benchmarks.structured_outputs [--rows 12] [--repeats 3]
+    .venv/bin/python -m benchmarks.structured_outputs [--rows 12] [--repeats 20]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from factory.config import load_config
 from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
+from factory.models.json_grammar import JsonLogitsProcessor
 from factory.models.transformers_engine import TransformersEngine
 from factory.prompts import load_prompt
 from factory.stages.chat import numbered
@@ -141,62 +143,77 @@ def grammar_cost(repeats: int, batch: int, tokens: int) -> None:
         "additionalProperties": False,
     }
     params = GenerationParams(max_new_tokens=tokens)
-    print(f"\n## grammar cost: tokens/s, {tokens} new tokens x batch {batch}, medians of {repeats}")
-    print("| model | free tokens/s | constrained tokens/s | constrained / free | grammar share |")
-    print("|---|---|---|---|---|")
+    print(f"\n## grammar cost: {tokens} new tokens x batch {batch}, {repeats} sandwiches")
+    print(
+        "| model | free tokens/s | constrained tokens/s | constrained / free (quartiles) "
+        "| free / free, the noise (quartiles) | grammar share |"
+    )
+    print("|---|---|---|---|---|---|")
     for model, image in (
         ("builtin://tiny-llama", None),
         ("builtin://tiny-llava", imagegen.jpeg(64, 48, 0)),
     ):
         engine = TransformersEngine(EngineConfig(model=model))
-        grammar_seconds = _time_grammar(engine)
         free = [ChatRequest(f"Describe object {i}.", image) for i in range(batch)]
         constrained = [ChatRequest(r.prompt, image, json_schema=loose) for r in free]
         engine.complete(constrained[:1], GenerationParams(max_new_tokens=4))  # compile, warm up
-        rates: dict[str, list[float]] = {"free": [], "constrained": []}
-        shares: list[float] = []
-        for repeat in range(repeats):
-            # alternate which side goes first, so a load trend does not favour one side
-            order = (("free", free), ("constrained", constrained))
-            for side, requests in order if repeat % 2 == 0 else order[::-1]:
-                grammar_seconds.clear()
+        rates: dict[str, list[float]] = {"before": [], "constrained": [], "after": []}
+        for _ in range(repeats):
+            # a constrained run between two free ones: the machine's speed drifts by more
+            # than the grammar costs, and a sandwich cancels a drift that is steady over it
+            for side, requests in (("before", free), ("constrained", constrained), ("after", free)):
                 start = time.perf_counter()
                 done = engine.complete(requests, params)
                 seconds = time.perf_counter() - start
                 assert all(c.finish_reason == "length" for c in done), "a side stopped early"
                 rates[side].append(sum(c.completion_tokens for c in done) / seconds)
-                if side == "constrained":
-                    shares.append(sum(grammar_seconds) / seconds)
-        a, b = statistics.median(rates["free"]), statistics.median(rates["constrained"])
-        share = statistics.median(shares)
-        print(f"| {model} | {a:.0f} | {b:.0f} | {b / a:.2f}x | {share:.1%} |")
+        frees = [(a + b) / 2 for a, b in zip(rates["before"], rates["after"], strict=True)]
+        ratio = [c / f for c, f in zip(rates["constrained"], frees, strict=True)]
+        noise = [a / b for a, b in zip(rates["after"], rates["before"], strict=True)]
+        share = _grammar_share(engine, constrained, params, max(2, repeats // 4))
+        print(
+            f"| {model} | {statistics.median(frees):.0f} "
+            f"| {statistics.median(rates['constrained']):.0f} | {_quartiles(ratio)} "
+            f"| {_quartiles(noise)} | {share:.1%} |"
+        )
 
 
-def _time_grammar(engine: TransformersEngine) -> list[float]:
-    """Seconds spent in each grammar logits-processor call of the engine, appended as they
-    happen (the engine's own processor, timed from outside)."""
+def _quartiles(values: list[float]) -> str:
+    low, median, high = statistics.quantiles(values, n=4)
+    return f"{median:.2f}x ({low:.2f}-{high:.2f})"
+
+
+def _grammar_share(
+    engine: TransformersEngine, requests: list[ChatRequest], params: GenerationParams, runs: int
+) -> float:
+    """Median share of a constrained run's time spent inside the grammar's logits
+    processor (the engine's own processor class, timed from outside)."""
     spent: list[float] = []
-    build = engine._grammars.processor
+    untimed = JsonLogitsProcessor.__call__
 
-    def timed(schema: dict[str, Any]) -> Any:
-        inner = build(schema)
+    def timed(self: JsonLogitsProcessor, input_ids: Any, scores: Any) -> Any:
+        start = time.perf_counter()
+        result = untimed(self, input_ids, scores)
+        spent.append(time.perf_counter() - start)
+        return result
 
-        def call(input_ids: Any, scores: Any) -> Any:
+    shares: list[float] = []
+    JsonLogitsProcessor.__call__ = timed  # type: ignore[method-assign]
+    try:
+        for _ in range(runs):
+            spent.clear()
             start = time.perf_counter()
-            result = inner(input_ids, scores)
-            spent.append(time.perf_counter() - start)
-            return result
-
-        return call
-
-    engine._grammars.processor = timed
-    return spent
+            engine.complete(requests, params)
+            shares.append(sum(spent) / (time.perf_counter() - start))
+    finally:
+        JsonLogitsProcessor.__call__ = untimed  # type: ignore[method-assign]
+    return statistics.median(shares)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=20, help="sandwiches per model")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--cost-only", action="store_true", help="skip the parse failures")

@@ -7,6 +7,7 @@ import re
 import shutil
 import threading
 from types import SimpleNamespace
+from typing import Annotated
 
 import pydantic
 import pytest
@@ -274,6 +275,40 @@ def test_every_loop_schema_decodes_to_a_valid_reply_on_both_tiny_models(name, en
             assert completion.finish_reason == "stop", completion
             assert completion.completion_tokens < ROOMY.max_new_tokens
             reply.model_validate_json(completion.text)
+
+
+@pytest.mark.parametrize("limits", [(7, 7), (5, 9)], ids=["one limit", "two limits"])
+def test_string_limits_hold_whether_the_grammar_or_the_counter_keeps_them(text_engine, limits):
+    # one limit is kept by the counter beside the grammar, two by the grammar itself; the
+    # random-weight model writes every string to its limit, so each must stop exactly there
+    question, answer = (Annotated[str, pydantic.Field(max_length=n)] for n in limits)
+    reply = pydantic.create_model("Pair", question=(question, ...), answer=(answer, ...))
+    schema = schemas.json_schema(reply)
+    requests = [ChatRequest(f"Pair {n}.", json_schema=schema) for n in range(4)]
+    for completion in text_engine.complete(requests, ROOMY):
+        pair = reply.model_validate_json(completion.text)
+        assert (len(pair.question), len(pair.answer)) == limits, completion.text
+
+
+def test_free_strings_held_back_from_the_matcher_give_the_same_replies(text_engine, monkeypatch):
+    # inside a free string the processor keeps the row's mask and gives the matcher its
+    # plain tokens as one string later; the greedy replies must not change by a token
+    from factory.models import json_grammar
+
+    schema = schemas.json_schema(schemas.qa_reply(QA_CATEGORIES[:2], 40))
+    requests = [ChatRequest(f"Pair {n}.", json_schema=schema) for n in range(4)]
+    releases = []
+    release = json_grammar.JsonLogitsProcessor._release
+    monkeypatch.setattr(
+        json_grammar.JsonLogitsProcessor,
+        "_release",
+        lambda self, row: releases.append(len(self.held[row])) or release(self, row),
+    )
+    held_back = text_engine.complete(requests, ROOMY)
+    assert sum(releases) > 0  # plain tokens were held back
+    monkeypatch.setattr(text_engine._grammars._vocabulary, "free_mask", None)
+    step_by_step = text_engine.complete(requests, ROOMY)
+    assert [c.text for c in held_back] == [c.text for c in step_by_step]
 
 
 def test_a_reply_cut_at_max_new_tokens_says_so(text_engine):
