@@ -26,7 +26,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from factory.models.engine import ChatRequest, EngineConfig, GenerationParams, load_engine
+from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
+from factory.models.engine_loader import load_engine
 from factory.prompts import load_prompt
 from factory.stages.base import Resources
 from factory.stages.caption import CaptionConfig, CaptionStage

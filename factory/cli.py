@@ -1,19 +1,30 @@
-"""`factory caption|demo|config|review|train|serve`: the command line, a typed function each."""
+"""`factory caption|demo|config|review|eval|train|serve`: the command line.
+
+Every command is a typed function below; cli_parser.py builds the one parser from their
+signatures. Heavy modules load inside the command that needs them.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
 from importlib import resources
+from typing import Annotated
 
 import yaml
 from pydantic import ValidationError
 
+from factory.cli_parser import Arg, build_parser, parse
 from factory.config import CaptionRunConfig, load_config
-from factory.eval.cli import add_eval_command, run_eval
-from factory.review.cli import add_review_commands, run_review
+from factory.review import DEFAULT_COUNT
+from factory.review.items import REVIEW_FILES
 
 DEMO_OUTPUT = "factory-demo-output"
+Overrides = Annotated[
+    Sequence[str],
+    Arg("override a config field, e.g. --set validation.min_side=64", "--set", "KEY=VALUE"),
+]
+ConfigFile = Annotated[str | None, Arg("YAML config file (see `factory config`)")]
 
 
 def samples_dir() -> str:
@@ -21,7 +32,13 @@ def samples_dir() -> str:
     return str(resources.files("factory").joinpath("samples"))
 
 
-def caption(input: str, output: str, config: str | None = None, overrides: list[str] = ()) -> int:
+def caption(
+    input: Annotated[str, Arg(CaptionRunConfig.model_fields["input"].description or "")],
+    output: Annotated[str, Arg(CaptionRunConfig.model_fields["output"].description or "")],
+    config: ConfigFile = None,
+    overrides: Overrides = (),
+) -> int:
+    """Caption a folder, s3:// prefix or manifest."""
     from factory.runner import run_caption, summary_text
 
     run_config = load_config(config, [*overrides, f"input={input}", f"output={output}"])
@@ -40,7 +57,18 @@ def loop_preset() -> str:
     return str(resources.files("factory").joinpath("presets", "caption_ultra.yaml"))
 
 
-def demo(output: str = DEMO_OUTPUT, overrides: list[str] = (), loop: bool = False) -> int:
+def demo(
+    output: Annotated[str, Arg("where to write the demo run")] = DEMO_OUTPUT,
+    loop: Annotated[
+        bool,
+        Arg(
+            "run the whole caption loop (QA, expansion, facts, critic, rewrite) on the tiny "
+            "models, as jobs/configs/caption_ultra.yaml does"
+        ),
+    ] = False,
+    overrides: Overrides = (),
+) -> int:
+    """Caption the shipped sample images offline."""
     print(f"demo: captioning the shipped samples in {samples_dir()} into {output}")
     print("demo: health flags are recorded, not rejected (health.reject_on=[])")
     if loop:
@@ -49,7 +77,11 @@ def demo(output: str = DEMO_OUTPUT, overrides: list[str] = (), loop: bool = Fals
     return caption(samples_dir(), output, config, [*DEMO_OVERRIDES, *overrides])
 
 
-def train(config: str | None, overrides: list[str] = ()) -> int:
+def train(
+    config: Annotated[str, Arg("YAML training config (jobs/configs/train_*)")],
+    overrides: Overrides = (),
+) -> int:
+    """Fine-tune a captioner with Ray Train."""
     from factory.train.config import TrainConfig
     from factory.train.trainer import run_training
 
@@ -64,7 +96,11 @@ def train(config: str | None, overrides: list[str] = ()) -> int:
     return 0
 
 
-def serve(config: str | None, overrides: list[str] = ()) -> int:
+def serve(
+    config: Annotated[str | None, Arg("YAML serving config (jobs/configs/serve_*)")] = None,
+    overrides: Overrides = (),
+) -> int:
+    """Serve the models over HTTP with Ray Serve."""
     # imported here: the serving stack (Ray Serve, FastAPI) loads only for this command
     from factory.serve.app import run_locally
     from factory.serve.config import ServeConfig
@@ -73,85 +109,133 @@ def serve(config: str | None, overrides: list[str] = ()) -> int:
     return 0
 
 
-def show_config(config: str | None = None, overrides: list[str] = ()) -> int:
+def show_config(
+    config: Annotated[str | None, Arg("YAML config file to resolve")] = None,
+    overrides: Overrides = (),
+) -> int:
+    """Print the resolved config as YAML."""
     resolved = load_config(config, overrides)
     print(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="factory", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def review_export(
+    run: Annotated[str, Arg("a caption run's --output (local or s3://)")],
+    to: Annotated[str, Arg("the review folder to write (local or s3://)")],
+    n: Annotated[int, Arg(f"how many captions (default {DEFAULT_COUNT})")] = DEFAULT_COUNT,
+    format: Annotated[str, Arg("review file format", choices=tuple(sorted(REVIEW_FILES)))] = (
+        "jsonl"
+    ),
+    max_score: Annotated[
+        float | None, Arg("only captions whose critic score is at most this")
+    ] = None,
+    overwrite: Annotated[
+        bool, Arg("replace an earlier export in --to (its reviewer's edits are lost)")
+    ] = False,
+) -> int:
+    """The N lowest critic scores, with images and verdicts, to a folder."""
+    from factory.review.export import export_review
 
-    def add_overrides(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a config field, e.g. --set validation.min_side=64",
-        )
+    summary = export_review(run, to, n, format, max_score, overwrite)
+    print(summary.line())
+    for uri in summary.missing_images:
+        print(f"  missing source image: {uri}", file=sys.stderr)
+    return 0
 
-    run = commands.add_parser("caption", help="caption a folder, s3:// prefix or manifest")
-    run.add_argument(
-        "--input", required=True, help=CaptionRunConfig.model_fields["input"].description
+
+def review_import(
+    review: Annotated[str, Arg("the review folder (or its review file)")],
+    out: Annotated[str, Arg("the Parquet file of pairs to write")],
+) -> int:
+    """Corrected captions -> preference pairs (Parquet)."""
+    from factory.review.importer import import_review
+
+    print(import_review(review, out).line())
+    return 0
+
+
+def evaluate(
+    predictions: Annotated[
+        str | None, Arg("Parquet (file or folder) or JSONL by image id; or give --run")
+    ] = None,
+    run: Annotated[str | None, Arg("a caption run's output folder or s3:// prefix")] = None,
+    references: Annotated[
+        str | None,
+        Arg(
+            "Parquet or JSONL: several captions (or QA answers) per image id; with --run the "
+            "run's caption columns (or its qa pairs) are scored against them"
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        Arg(
+            "with --run: an earlier run's output; critic score, health flags and caption "
+            "length are compared with it (metrics.json against_baseline, a report section)"
+        ),
+    ] = None,
+    images: Annotated[str | None, Arg("folder or s3:// prefix of <image id>.<ext> files")] = None,
+    out: Annotated[
+        str | None,
+        Arg("where metrics.json and report.html go (eval-output; with --run the run's own)"),
+    ] = None,
+    id_column: Annotated[str, Arg("the key of both tables")] = "image_id",
+    prediction_column: Annotated[str | None, Arg("caption column of the predictions")] = None,
+    reference_column: Annotated[str | None, Arg("caption column(s) of the references")] = None,
+    config: Annotated[
+        str | None, Arg("YAML with EvalConfig fields (see factory/eval/config.py)")
+    ] = None,
+    overrides: Overrides = (),
+) -> int:
+    """Caption metrics, QA scores, diversity, HTML report."""
+    from factory.eval.config import EvalConfig
+    from factory.eval.run_eval import DEFAULT_OUT, evaluate_files, evaluate_run
+
+    if (predictions is None) == (run is None):
+        raise ValueError("give one of --predictions or --run")
+    settings = load_config(config, overrides, model=EvalConfig)
+    if run:
+        return evaluate_run(run, settings, references, baseline, id_column, reference_column, out)
+    if baseline:
+        raise ValueError("--baseline compares caption runs: use it with --run")
+    if not references:
+        raise ValueError("--predictions needs --references (or use --run OUTPUT)")
+    return evaluate_files(
+        predictions,
+        references,
+        settings,
+        id_column,
+        prediction_column,
+        reference_column,
+        images,
+        out or DEFAULT_OUT,
     )
-    run.add_argument(
-        "--output", required=True, help=CaptionRunConfig.model_fields["output"].description
-    )
-    run.add_argument("--config", help="YAML config file (see `factory config`)")
-    add_overrides(run)
 
-    sample = commands.add_parser("demo", help="caption the shipped sample images offline")
-    sample.add_argument("--output", default=DEMO_OUTPUT, help="where to write the demo run")
-    sample.add_argument(
-        "--loop",
-        action="store_true",
-        help="run the whole caption loop (QA, expansion, facts, critic, rewrite) on the "
-        "tiny models, as jobs/configs/caption_ultra.yaml does",
-    )
-    add_overrides(sample)
 
-    show = commands.add_parser("config", help="print the resolved config as YAML")
-    show.add_argument("--config", help="YAML config file to resolve")
-    add_overrides(show)
-    add_review_commands(commands)
-    add_eval_command(commands)
-
-    fit = commands.add_parser("train", help="fine-tune a captioner with Ray Train")
-    fit.add_argument("--config", required=True, help="YAML training config (jobs/configs/train_*)")
-    add_overrides(fit)
-
-    api = commands.add_parser("serve", help="serve the models over HTTP with Ray Serve")
-    api.add_argument("--config", help="YAML serving config (jobs/configs/serve_*)")
-    add_overrides(api)
-    return parser
+COMMANDS = {
+    "caption": caption,
+    "demo": demo,
+    "config": show_config,
+    "review export": review_export,
+    "review import": review_import,
+    "eval": evaluate,
+    "train": train,
+    "serve": serve,
+}
+GROUPS = {"review": "export low-scoring captions for people to correct; import their corrections"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = build_parser("factory", __doc__.split("\n")[0], COMMANDS, GROUPS)
+    name, command, arguments = parse(parser, argv)
     try:
-        if args.command == "review":
-            return run_review(args)
-        if args.command == "eval":
-            return run_eval(args)
-        if args.command == "caption":
-            return caption(args.input, args.output, args.config, args.overrides)
-        if args.command == "demo":
-            return demo(args.output, args.overrides, loop=args.loop)
-        if args.command == "train":
-            return train(args.config, args.overrides)
-        if args.command == "serve":
-            return serve(args.config, args.overrides)
-        return show_config(args.config, args.overrides)
+        return command(**arguments)
     except (ValidationError, ValueError, FileNotFoundError) as error:
         # a config's validation error carries its one-line explanation as a note
         notes = getattr(error, "__notes__", None)
-        print(f"factory {args.command}: {notes[-1] if notes else error}", file=sys.stderr)
+        print(f"factory {name}: {notes[-1] if notes else error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:
-        print(f"factory {args.command}: {stop or 'interrupted'}", file=sys.stderr)
+        print(f"factory {name}: {stop or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -21,8 +21,8 @@ from factory.models.engine import (
     EngineConfig,
     GenerationParams,
     complete_all,
-    load_engine,
 )
+from factory.models.engine_loader import load_engine
 
 LOADS_DIR = Path(tempfile.gettempdir()) / "factory-model-loads"
 

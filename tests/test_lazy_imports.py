@@ -34,7 +34,7 @@ LIGHT_MODULES = (
     "factory.stages.health",
     "factory.text.parse",
     "factory.text.health",
-    "factory.review.cli",
+    "factory.cli_parser",
     "factory.vocab",
     "factory.models.ocr",
     "factory.models.engine",

@@ -1,11 +1,10 @@
-"""What `factory eval` does once its arguments are parsed: load, score, print, write."""
+"""What `factory eval` does: load, score, print, write."""
 
 from __future__ import annotations
 
-import argparse
+import sys
 
 from factory import records
-from factory.eval.cli import DEFAULT_OUT, print_table
 from factory.eval.config import EvalConfig
 from factory.eval.diversity import Embed
 from factory.io import outputs, uris
@@ -23,38 +22,50 @@ def load_embedder(config: EvalConfig) -> tuple[Embed | None, str | None]:
         return None, f"semantic diversity skipped: {type(error).__name__}: {error}"
 
 
-def evaluate_files(args: argparse.Namespace, config: EvalConfig) -> int:
+DEFAULT_OUT = "eval-output"
+
+
+def evaluate_files(
+    predictions_uri: str,
+    references_uri: str,
+    config: EvalConfig,
+    id_column: str = "image_id",
+    prediction_column: str | None = None,
+    reference_column: str | None = None,
+    images_uri: str | None = None,
+    out: str = DEFAULT_OUT,
+) -> int:
+    """Score predictions against references; metrics.json and report.html go into `out`."""
     from factory.eval.eval_report import eval_report_html
     from factory.eval.evaluate import evaluate_tables
     from factory.eval.gallery import folder_images
     from factory.eval.inputs import read_table
 
-    predictions, references = read_table(args.predictions), read_table(args.references)
+    predictions, references = read_table(predictions_uri), read_table(references_uri)
     for name, table in (("predictions", predictions), ("references", references)):
-        if args.id_column not in table.column_names:
+        if id_column not in table.column_names:
             raise ValueError(
-                f"{name} have no {args.id_column!r} column (columns: {table.column_names}); "
+                f"{name} have no {id_column!r} column (columns: {table.column_names}); "
                 "name the key with --id-column"
             )
-    ids = [str(key) for key in predictions.column(args.id_column).to_pylist()]
-    images = folder_images(args.images, ids) if args.images else {}
+    ids = [str(key) for key in predictions.column(id_column).to_pylist()]
+    images = folder_images(images_uri, ids) if images_uri else {}
     embed, why_not = load_embedder(config)
     evaluation = evaluate_tables(
         predictions,
         references,
         config,
-        args.id_column,
-        args.prediction_column,
-        args.reference_column,
+        id_column,
+        prediction_column,
+        reference_column,
         images,
         embed,
     )
     if why_not:
         evaluation.notes.append(why_not)
-    sources = {"predictions": args.predictions, "references": args.references}
-    if args.images:
-        sources["images"] = f"{args.images} ({len(images)} found)"
-    out = args.out or DEFAULT_OUT
+    sources = {"predictions": predictions_uri, "references": references_uri}
+    if images_uri:
+        sources["images"] = f"{images_uri} ({len(images)} found)"
     metrics = evaluation.metrics
     html_text = eval_report_html(evaluation, sources, images, config)
     _write(out, metrics, html_text)
@@ -68,66 +79,80 @@ def evaluate_files(args: argparse.Namespace, config: EvalConfig) -> int:
     return 0
 
 
-def evaluate_run(args: argparse.Namespace, config: EvalConfig) -> int:
+def evaluate_run(
+    run: str,
+    config: EvalConfig,
+    references_uri: str | None = None,
+    baseline: str | None = None,
+    id_column: str = "image_id",
+    reference_column: str | None = None,
+    out: str | None = None,
+) -> int:
+    """Describe a caption run (against references, against a baseline run); metrics.json
+    and report.html go into `out`, the run's own output unless given."""
     from factory.eval.report import write_run_report
     from factory.eval.run_stats import without_values
 
-    if not _is_run_output(args.run):
-        raise ValueError(f"{args.run} holds no run.json and no captions/rejected/duplicates shards")
-    if args.baseline and not _is_run_output(args.baseline):
-        raise ValueError(f"--baseline {args.baseline} holds no run.json and no output shards")
-    out = args.out or args.run
+    if not _is_run_output(run):
+        raise ValueError(f"{run} holds no run.json and no captions/rejected/duplicates shards")
+    if baseline and not _is_run_output(baseline):
+        raise ValueError(f"--baseline {baseline} holds no run.json and no output shards")
+    out = out or run
     embed, why_not = load_embedder(config)
     extra, against = (), None
-    if args.references:
+    if references_uri:
         from factory.eval.inputs import read_table
         from factory.eval.run_references import references_section, score_run_against
 
         against = score_run_against(
-            args.run,
-            read_table(args.references),
-            config,
-            args.id_column,
-            args.reference_column,
-            embed,
+            run, read_table(references_uri), config, id_column, reference_column, embed
         )
         extra = (references_section(against),)
-    baseline = None
-    if args.baseline:
+    before = None
+    if baseline:
         from factory.eval.run_compare import baseline_summary
 
-        baseline = (args.baseline, baseline_summary(args.baseline, config))
-    report, summary = write_run_report(args.run, config, embed, out, extra, baseline)
-    metrics = {"kind": "run", "output": args.run, **without_values(summary)}
+        before = (baseline, baseline_summary(baseline, config))
+    report, summary = write_run_report(run, config, embed, out, extra, before)
+    metrics = {"kind": "run", "output": run, **without_values(summary)}
     if against is not None:
         metrics["against_references"] = against
     measures = None
-    if baseline is not None:
+    if before is not None:
         from factory.eval.run_compare import compare
 
-        measures = compare(baseline[1], summary)
-        metrics["against_baseline"] = {"baseline": args.baseline, "measures": measures}
+        measures = compare(before[1], summary)
+        metrics["against_baseline"] = {"baseline": baseline, "measures": measures}
     if why_not:
         metrics["notes"] = [why_not]
     outputs.write_json(uris.join(out, "metrics.json"), metrics)
     counts = dict(summary["counts"])
     counts["critic_score_mean"] = summary["critic_score"].get("mean")
     counts["records_with_flags"] = summary["records_with_flags"]
-    print_table(f"caption run {args.run} (report: {report})", counts)
+    print_table(f"caption run {run} (report: {report})", counts)
     for reason, count in summary["rejected_reasons"].items():
         print(f"  rejected {count:>5}  {reason}")
     if why_not:
         print(f"  NOTE: {why_not}")
     for column, scores in (against or {}).get("captions", {}).items():
-        print_table(f"{column} against {args.references}", scores)
+        print_table(f"{column} against {references_uri}", scores)
     if measures is not None:
         from factory.eval.run_compare import printable
 
-        print_table(f"against baseline {args.baseline}", printable(measures))
+        print_table(f"against baseline {baseline}", printable(measures))
     if against and "qa" in against:
         qa = {k: v for k, v in against["qa"].items() if not isinstance(v, dict)}
-        print_table(f"qa against {args.references}", qa)
+        print_table(f"qa against {references_uri}", qa)
     return 0
+
+
+def print_table(title: str, values: dict) -> None:
+    print(title)
+    width = max((len(name) for name in values), default=0)
+    for name, value in values.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"  {name:<{width}}  {shown}")
+    sys.stdout.flush()
 
 
 def _is_run_output(output: str) -> bool:

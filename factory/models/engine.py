@@ -1,13 +1,12 @@
 """The chat-generation protocol every engine implements, and the config that picks one.
 
 Light on purpose: stages and configs import this module on the driver, so it must not pull
-torch, transformers or vllm. `load_engine` imports the chosen implementation only when an
-actor actually builds one.
+torch, transformers or vllm. `engine_loader.load_engine` imports the chosen implementation
+only when an actor actually builds one.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ ENGINE_IMPLEMENTATIONS: dict[str, str] = {
 PLUGIN_KIND = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-def _known_kind(kind: str) -> str:
+def known_kind(kind: str) -> str:
     if kind not in ENGINE_IMPLEMENTATIONS and not PLUGIN_KIND.match(kind):
         raise ValueError(
             f"unknown engine kind {kind!r}: use one of {sorted(ENGINE_IMPLEMENTATIONS)} or a "
@@ -38,7 +37,7 @@ def _known_kind(kind: str) -> str:
     return kind
 
 
-EngineKind = Annotated[str, AfterValidator(_known_kind)]
+EngineKind = Annotated[str, AfterValidator(known_kind)]
 
 
 class ModelSource(BaseModel):
@@ -315,19 +314,3 @@ def check_adapters(requests: Sequence[ChatRequest], config: EngineConfig) -> Non
             raise ValueError(
                 f"unknown adapter {request.adapter!r}; configured: {sorted(config.adapters)}"
             )
-
-
-def load_engine(config: EngineConfig) -> Engine:
-    """Build the engine `config.kind` names; its heavy imports happen here, not at import.
-
-    The transformers engine takes adapters through PEFT, all of them kept loaded.
-    """
-    if config.kind == "transformers" and config.adapters:
-        from factory.models.peft_adapters import PeftAdapterEngine
-
-        base = config.model_copy(update={"adapters": {}})
-        return PeftAdapterEngine(base, dict(config.adapters), max_loaded=len(config.adapters))
-    target = ENGINE_IMPLEMENTATIONS.get(config.kind, _known_kind(config.kind))
-    module_name, class_name = target.split(":")
-    engine_class = getattr(importlib.import_module(module_name), class_name)
-    return engine_class(config)

@@ -1,10 +1,11 @@
 """PEFT adapters on the transformers engine: many LoRA adapters over one loaded base model.
 
-The transformers engine itself refuses adapters; `load_engine` (for a pipeline step) and
-the serving app compose it with this class instead of changing it. Adapters load into the
-base model in place (transformers' PEFT integration), at most `max_loaded` at once, the
-least recently used deleted first. A lock makes loading, deleting and generating take
-turns: an adapter is never swapped while a batch is generating with it.
+The transformers engine itself refuses adapters; `engine_loader.load_engine` (for a
+pipeline step) and the serving app compose it with this class instead of changing it.
+Adapters load into the base model in place (transformers' PEFT integration), at most
+`max_loaded` at once, the least recently used deleted first. A lock makes loading,
+deleting and generating take turns: an adapter is never swapped while a batch is
+generating with it.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -24,7 +25,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from factory.models.engine import Completion
 from factory.serve import openai_chat
-from factory.serve.api_server import ApiServer
 from factory.serve.auth import check_bearer
 from factory.serve.body_limit import BodyLimit, BodyStalled, BodyTooLarge
 from factory.serve.chat_stream import sse_events
@@ -32,6 +32,9 @@ from factory.serve.config import RequestLimits
 from factory.serve.errors import ApiError
 from factory.serve.json_body import check_text, parse_json
 from factory.serve.schemas import CaptionRequest, ChatCompletionRequest, ImageFields, QARequest
+
+if TYPE_CHECKING:  # the server builds these routes around itself
+    from factory.serve.api_server import ApiServer
 
 logger = logging.getLogger("ray.serve")
 # validation problems listed in a 422: enough to act on, never megabytes
@@ -49,6 +52,18 @@ def build_http_api(server: ApiServer) -> FastAPI:
 
     def authorize(request: Request) -> None:
         check_bearer(request.headers.get("authorization"), server.api_keys)
+
+    _add_info_routes(app, server, authorize)
+    _add_task_routes(app, server, authorize)
+    _add_chat_route(app, server, authorize)
+    return app
+
+
+Authorize = Callable[[Request], None]
+
+
+def _add_info_routes(app: FastAPI, server: ApiServer, authorize: Authorize) -> None:
+    """The schema, probes and model list."""
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> dict[str, Any]:
@@ -77,6 +92,11 @@ def build_http_api(server: ApiServer) -> FastAPI:
         server.adapter_for(name)
         return openai_chat.model_card(name, server.config.model_name, server.created)
 
+
+def _add_task_routes(app: FastAPI, server: ApiServer, authorize: Authorize) -> None:
+    """The factory's own tasks: caption and QA, JSON or multipart with an image."""
+    limits = server.config.limits
+
     @app.post("/v1/caption")
     async def caption(request: Request) -> dict[str, Any]:
         authorize(request)
@@ -99,6 +119,11 @@ def build_http_api(server: ApiServer) -> FastAPI:
         return await server.tasks.answer(
             model, image, body.question, server.params(body.max_new_tokens)
         )
+
+
+def _add_chat_route(app: FastAPI, server: ApiServer, authorize: Authorize) -> None:
+    """OpenAI's chat completions, streamed or whole."""
+    limits = server.config.limits
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Any:
@@ -129,8 +154,6 @@ def build_http_api(server: ApiServer) -> FastAPI:
         return openai_chat.completion_body(
             body.model, openai_chat.cut_at_stop(completion, stops), lineage
         )
-
-    return app
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -32,8 +32,8 @@ from factory.models.engine import (
     Completion,
     GenerationParams,
     StreamChunk,
-    load_engine,
 )
+from factory.models.engine_loader import load_engine
 from factory.serve.config import ServeConfig
 from factory.serve.engine_calls import SyncEngineCalls, Ticket
 from factory.serve.errors import ApiError

@@ -72,7 +72,7 @@ _LOADED: dict[str, Engine] = {}
 
 
 def shared_engine(config: EngineConfig) -> Engine:
-    from factory.models.engine import load_engine
+    from factory.models.engine_loader import load_engine
 
     key = config.model_dump_json()
     if key not in _LOADED:

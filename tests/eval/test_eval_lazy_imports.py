@@ -9,7 +9,6 @@ from __future__ import annotations
 from tests.test_lazy_imports import HEAVY_MODULES, _modules_loaded_by
 
 EVAL_MODULES = (
-    "factory.eval.cli",
     "factory.eval.config",
     "factory.eval.report",
     "factory.eval.eval_report",

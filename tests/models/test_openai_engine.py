@@ -27,8 +27,8 @@ from factory.models.engine import (
     EngineInfo,
     GenerationParams,
     OpenAIOptions,
-    load_engine,
 )
+from factory.models.engine_loader import load_engine
 from factory.models.openai_engine import OpenAIEngine, OpenAIServerError, _retry_after_s
 
 MODEL = "tiny-served"

@@ -20,8 +20,8 @@ from factory.models.engine import (
     EngineConfig,
     EngineInfo,
     GenerationParams,
-    load_engine,
 )
+from factory.models.engine_loader import load_engine
 from factory.models.images import decode_image
 from factory.models.loading import resolve_dtype
 from factory.models.tiny import build_tiny_llama, build_tiny_llava

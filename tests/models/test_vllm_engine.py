@@ -27,8 +27,8 @@ from factory.models.engine import (
     EngineInfo,
     GenerationParams,
     VllmOptions,
-    load_engine,
 )
+from factory.models.engine_loader import load_engine
 from factory.models.transformers_engine import TransformersEngine
 from factory.models.weights import resolve_model_path, weights_revision
 

@@ -1,38 +1,14 @@
-"""`factory review export|import` from the command line: one summary line, exit codes.
-
-factory/cli.py registers these commands with `add_review_commands` and dispatches to
-`run_review`. The tests drive them through a parser of their own, and through
-`factory.cli.main` as soon as factory/cli.py registers `review` (skipped until then).
-"""
+"""`factory review export|import` from the command line: one summary line, exit codes."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
-from factory.review.cli import add_review_commands, run_review
-
-
-def review_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="factory")
-    add_review_commands(parser.add_subparsers(dest="command", required=True))
-    return run_review(parser.parse_args(argv))
-
-
-def factory_main_with_review():
-    """factory.cli.main, or a skip while factory/cli.py does not register `review` yet."""
-    from factory import cli  # here, not at the top: a broken factory.cli fails only this test
-
-    try:
-        cli._parser().parse_args(["review", "import", "--review", "r", "--out", "o"])
-    except SystemExit:
-        pytest.skip("factory/cli.py does not register `review` yet")
-    return cli.main
+from factory.cli import main as review_main
 
 
 def correct_first(review_file: str, caption: str) -> None:
@@ -62,12 +38,6 @@ def round_trip(main, run, tmp_path, capsys) -> None:
 
 def test_export_then_import(run, tmp_path, capsys):
     round_trip(review_main, run, tmp_path, capsys)
-
-
-def test_export_then_import_through_factory_main(run, tmp_path, capsys):
-    main = factory_main_with_review()
-    capsys.readouterr()  # argparse's complaint about the unknown command, when it had one
-    round_trip(main, run, tmp_path, capsys)
 
 
 def test_csv_with_a_score_limit(run, tmp_path, capsys):
