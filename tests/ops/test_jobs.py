@@ -52,11 +52,14 @@ def test_every_job_documents_its_submit_command(job):
 
 
 @pytest.mark.parametrize("job", JOBS, ids=[p.stem for p in JOBS])
-def test_every_job_entrypoint_starts(job):
-    # the documented entrypoint, as Ray runs it (cwd = the uploaded repository)
+@pytest.mark.parametrize("where", ["repository", "elsewhere"])
+def test_every_job_entrypoint_starts(job, where, tmp_path):
+    # the documented entrypoint, as Ray runs it (cwd = the uploaded repository), and from
+    # any other folder (the installed package carries jobs/)
     argv = entrypoint(submit_command(job))
     command = [sys.executable, *argv[1 : argv.index(f"jobs.{job.stem}") + 1], "--help"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    cwd = ROOT if where == "repository" else tmp_path
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage:" in done.stdout
 
