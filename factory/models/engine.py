@@ -7,12 +7,13 @@ only when an actor actually builds one.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from factory.plugins import IMPORT_PATH
 
 # kind -> "module:Class"; a new engine is one line here plus its own module.
 ENGINE_IMPLEMENTATIONS: dict[str, str] = {
@@ -25,11 +26,10 @@ ENGINE_IMPLEMENTATIONS: dict[str, str] = {
 
 # A kind outside the registry may name a plugin class as "package.module:Class" (a custom
 # engine, or a scripted one in tests); its constructor takes the EngineConfig.
-PLUGIN_KIND = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def known_kind(kind: str) -> str:
-    if kind not in ENGINE_IMPLEMENTATIONS and not PLUGIN_KIND.match(kind):
+    if kind not in ENGINE_IMPLEMENTATIONS and not IMPORT_PATH.match(kind):
         raise ValueError(
             f"unknown engine kind {kind!r}: use one of {sorted(ENGINE_IMPLEMENTATIONS)} or a "
             "plugin class as 'package.module:Class'"

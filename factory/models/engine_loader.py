@@ -6,8 +6,7 @@ imports the engines.
 
 from __future__ import annotations
 
-import importlib
-
+from factory import plugins
 from factory.models.engine import ENGINE_IMPLEMENTATIONS, Engine, EngineConfig, known_kind
 
 
@@ -21,7 +20,5 @@ def load_engine(config: EngineConfig) -> Engine:
 
         base = config.model_copy(update={"adapters": {}})
         return PeftAdapterEngine(base, dict(config.adapters), max_loaded=len(config.adapters))
-    target = ENGINE_IMPLEMENTATIONS.get(config.kind, known_kind(config.kind))
-    module_name, class_name = target.split(":")
-    engine_class = getattr(importlib.import_module(module_name), class_name)
+    engine_class = plugins.load(ENGINE_IMPLEMENTATIONS.get(config.kind, known_kind(config.kind)))
     return engine_class(config)

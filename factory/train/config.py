@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from factory.io import uris
+from factory.plugins import ImportPath
 from factory.train.data import DataConfig
 from factory.train.deepspeed_config import DeepSpeedConfig
 from factory.train.losses import PreferenceLossConfig
@@ -122,11 +123,11 @@ class TrainConfig(BaseModel):
     log_every_steps: int = Field(
         10, ge=1, description="rank 0 prints loss and samples/s every this many steps"
     )
-    drill_crash_after_epoch: int | None = Field(
-        None,
-        ge=1,
-        description="failure drill: the rank-0 worker process dies once, right after this "
-        "epoch's checkpoint, so the run must resume from it (FailureConfig); leave null",
+    epoch_end_hooks: list[ImportPath] = Field(
+        [],
+        description="functions named 'package.module:function', called on every worker as "
+        "function(config, epoch, rank) after each epoch's checkpoint: metrics to a tracker "
+        "of your own, or the tests' failure drill",
     )
 
     def checkpoint_storage(self) -> str:

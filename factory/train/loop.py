@@ -27,6 +27,7 @@ import ray.train
 import torch
 from transformers import get_scheduler
 
+from factory import plugins
 from factory.io import uris
 from factory.models.images import decode_image
 from factory.train.collate import collate_preference, collate_sft
@@ -75,6 +76,7 @@ def train_loop(config_json: dict[str, Any]) -> None:
         with_reference=config.data.kind == "preference",
     )
     model = trainable.model.to(device)
+    hooks = [plugins.load(path) for path in config.epoch_end_hooks]
     energy = GpuEnergyMeter(device)
     split = load_examples(config.data)
     optim = config.optim
@@ -162,8 +164,8 @@ def train_loop(config_json: dict[str, Any]) -> None:
             )
         with full_weights(engine, trainable):  # every rank gathers under ZeRO-3
             _report(history, model, trainable, optimizer, scheduler, shift, rank, engine)
-        if rank == 0 and config.drill_crash_after_epoch == epoch + 1:
-            _crash_once(config)
+        for hook in hooks:
+            hook(config, epoch + 1, rank)
 
 
 def _energy(joules: float, measured: bool, seconds: float, device) -> dict[str, float]:
@@ -261,17 +263,6 @@ def _validation_metrics(
         return validation_metrics(generate, options, examples, rank, world)
     finally:
         model.train()
-
-
-def _crash_once(config: TrainConfig) -> None:
-    """The failure drill: die like a lost node would, once per run (a marker remembers)."""
-    marker = uris.join(config.checkpoint_storage(), config.name, "drill-crashed")
-    if uris.size_of(marker) is not None:
-        return
-    uris.write_bytes_atomically(
-        marker, b"crashed after epoch %d\n" % config.drill_crash_after_epoch
-    )
-    os._exit(17)
 
 
 def _unwrap(model):

@@ -57,3 +57,10 @@ def test_local_paths_reach_workers_absolute_and_uris_unchanged(tmp_path, monkeyp
     kept = remote.with_absolute_paths()
     assert kept.output == "s3://bucket/models/v1" and kept.data.source == "s3://bucket/run/"
     assert kept.storage == "s3://bucket/models/v1/checkpoints" and kept.model.model == "org/model"
+
+
+def test_epoch_end_hooks_are_import_paths():
+    hooks = ["tests.train_drills:crash_once_after_first_epoch"]
+    assert config(epoch_end_hooks=hooks).epoch_end_hooks == hooks
+    with pytest.raises(ValueError, match="not an import path: write 'package.module:attribute'"):
+        config(epoch_end_hooks=["tests/train_drills.py"])

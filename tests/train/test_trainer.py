@@ -111,9 +111,8 @@ def test_data_checkpoints_and_model_on_s3(tmp_path, s3_bucket, ray_local):
 
 @pytest.mark.slow
 def test_a_worker_killed_after_a_checkpoint_resumes_from_it(tmp_path, caption_run, ray_local):
-    metrics = train(
-        tmp_path, f"data.source={caption_run}", "drill_crash_after_epoch=1", "optim.epochs=2"
-    )
+    drill = "epoch_end_hooks=['tests.train_drills:crash_once_after_first_epoch']"
+    metrics = train(tmp_path, f"data.source={caption_run}", drill, "optim.epochs=2")
     marker = tmp_path / "checkpoints" / "tiny-cpu" / "drill-crashed"
     assert marker.read_text() == "crashed after epoch 1\n"  # the worker did die
     # resumed at epoch 2 from the epoch-1 checkpoint: no epoch ran twice, none was lost
