@@ -30,12 +30,12 @@ BUILTIN_SCHEME = "builtin://"
 # name -> (cache directory, "module:function(path) -> path" that builds it there).
 # The directory carries a version: bump it when the builder changes what it writes.
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
-    "tiny-llava": ("tiny-llava-v1", "factory.models.tiny:ensure_tiny_llava"),
-    "tiny-llama": ("tiny-llama-v1", "factory.models.tiny:ensure_tiny_llama"),
-    "tiny-blip": ("tiny-blip-v1", "factory.models.tiny_blip:ensure_tiny_blip"),
-    "tiny-clip": ("tiny-clip-v1", "factory.models.tiny_vision:ensure_tiny_clip"),
-    "tiny-owlv2": ("tiny-owlv2-v1", "factory.models.tiny_vision:ensure_tiny_owlv2"),
-    "tiny-owlvit": ("tiny-owlvit-v1", "factory.models.tiny_vision:ensure_tiny_owlvit"),
+    "tiny-llava": ("tiny-llava-v1", "factory.models.demo.chat_models:ensure_tiny_llava"),
+    "tiny-llama": ("tiny-llama-v1", "factory.models.demo.chat_models:ensure_tiny_llama"),
+    "tiny-blip": ("tiny-blip-v1", "factory.models.demo.blip:ensure_tiny_blip"),
+    "tiny-clip": ("tiny-clip-v1", "factory.models.demo.vision:ensure_tiny_clip"),
+    "tiny-owlv2": ("tiny-owlv2-v1", "factory.models.demo.vision:ensure_tiny_owlv2"),
+    "tiny-owlvit": ("tiny-owlvit-v1", "factory.models.demo.vision:ensure_tiny_owlvit"),
 }
 RANDOM_WEIGHTS_NOTE = "random-weight demo model: its outputs are noise, not descriptions"
 

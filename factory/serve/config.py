@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from factory.models.demo import DEMO_VLM
 from factory.models.engine import EngineConfig, GenerationParams
 from factory.stages.caption import STYLE_PROMPTS
-from factory.stages.chat import VLM
 
 BASE_MODEL_NAME = "tiny-llava"
 
@@ -250,7 +250,7 @@ class ServeConfig(Strict):
         BASE_MODEL_NAME, description="the name clients use in `model` for the base model"
     )
     engine: EngineConfig = Field(
-        default_factory=lambda: EngineConfig(model=VLM),
+        default_factory=lambda: EngineConfig(model=DEMO_VLM),
         description="the base model and engine; keep engine.adapters empty and list "
         "adapters under `adapters`",
     )

@@ -12,10 +12,11 @@ import pyarrow as pa
 from pydantic import Field
 
 from factory import records
+from factory.models.demo import DEMO_VLM
 from factory.models.engine import EngineConfig, GenerationParams
 from factory.prompts.fusion import AUXILIARY_COLUMNS, auxiliary_block
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
-from factory.stages.chat import VLM, ChatStep, PromptedEngine
+from factory.stages.chat import ChatStep, PromptedEngine
 from factory.stages.step_call import call_text
 
 STYLE_PROMPTS = {
@@ -43,7 +44,7 @@ class CaptionConfig(StageConfig):
         None, description="LoRA adapter of the model the captions are written with; None: base"
     )
     engine: EngineConfig = Field(
-        default_factory=lambda: EngineConfig(model=VLM),
+        default_factory=lambda: EngineConfig(model=DEMO_VLM),
         description="which model and engine write the captions",
     )
     styles: dict[str, str] = Field(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from factory.models.demo import DEMO_VLM
 from factory.models.engine import (
     ChatRequest,
     Completion,
@@ -26,8 +27,6 @@ from factory.stages.metrics import record_tokens
 if TYPE_CHECKING:
     from factory.models.engine import Engine
 
-VLM = "builtin://tiny-llava"
-TEXT_LLM = "builtin://tiny-llama"
 
 # The loop's model stages by default: one actor each, a quarter CPU so the whole loop fits
 # a small machine beside the other stages; GPU presets set num_gpus and wider pools.
@@ -51,7 +50,7 @@ class ChatStep(BaseModel):
         "with; None: the base model",
     )
     engine: EngineConfig = Field(
-        default_factory=lambda: EngineConfig(model=VLM), description="the model and engine"
+        default_factory=lambda: EngineConfig(model=DEMO_VLM), description="the model and engine"
     )
     prompt: str = Field(..., description="prompt template: name (newest version) or name.vN")
     generation: GenerationParams = Field(default_factory=GenerationParams)

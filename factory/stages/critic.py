@@ -14,8 +14,9 @@ import pyarrow as pa
 from pydantic import Field
 
 from factory import records
+from factory.models.demo import DEMO_VLM
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
-from factory.stages.chat import LOOP_ACTOR, VLM, ChatStep, PromptedEngine, chat_step
+from factory.stages.chat import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
 from factory.stages.step_call import Outcome, Structured, call_structured
 from factory.text import schemas
 from factory.text.parse import ParseError, Verdict, parse_verdict
@@ -36,7 +37,7 @@ FACT_CHECK_TYPE = pa.list_(
 
 class CriticConfig(StageConfig):
     step: ChatStep = Field(
-        default_factory=lambda: chat_step(VLM, "critic", max_new_tokens=96),
+        default_factory=lambda: chat_step(DEMO_VLM, "critic", max_new_tokens=96),
         description="the VLM that judges each fact against the image",
     )
     max_text_chars: int = Field(

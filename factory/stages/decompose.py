@@ -11,9 +11,10 @@ import pyarrow as pa
 from pydantic import Field
 
 from factory import records
+from factory.models.demo import DEMO_TEXT_LLM
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
 from factory.stages.caption import caption_column, lineage_column
-from factory.stages.chat import LOOP_ACTOR, TEXT_LLM, ChatStep, PromptedEngine, chat_step
+from factory.stages.chat import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
 from factory.stages.step_call import Structured, call_structured
 from factory.text import schemas
 from factory.text.parse import parse_facts
@@ -24,7 +25,7 @@ EXPANDED = "expanded_caption"
 class DecomposeConfig(StageConfig):
     style: str = Field("detailed", description="which caption style is checked and rewritten")
     step: ChatStep = Field(
-        default_factory=lambda: chat_step(TEXT_LLM, "decompose", max_new_tokens=200),
+        default_factory=lambda: chat_step(DEMO_TEXT_LLM, "decompose", max_new_tokens=200),
         description="the (text) LLM that splits the caption into facts",
     )
     max_facts: int = Field(

@@ -14,12 +14,11 @@ import pyarrow as pa
 from pydantic import Field
 
 from factory import records
+from factory.models.demo import DEMO_TEXT_LLM, DEMO_VLM
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
 from factory.stages.caption import caption_column
 from factory.stages.chat import (
     LOOP_ACTOR,
-    TEXT_LLM,
-    VLM,
     ChatStep,
     PromptedEngine,
     chat_step,
@@ -38,11 +37,11 @@ QUESTIONS_TYPE = pa.list_(
 class ExpandConfig(StageConfig):
     style: str = Field("detailed", description="which caption style is expanded")
     questions: ChatStep = Field(
-        default_factory=lambda: chat_step(TEXT_LLM, "expand_questions", max_new_tokens=160),
+        default_factory=lambda: chat_step(DEMO_TEXT_LLM, "expand_questions", max_new_tokens=160),
         description="the (text) LLM that asks the questions",
     )
     answer: ChatStep = Field(
-        default_factory=lambda: chat_step(VLM, "expand_answer", max_new_tokens=160),
+        default_factory=lambda: chat_step(DEMO_VLM, "expand_answer", max_new_tokens=160),
         description="the VLM that answers them into a longer caption",
     )
     dimensions: list[str] = Field(

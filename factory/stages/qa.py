@@ -13,9 +13,10 @@ import pyarrow as pa
 from pydantic import Field
 
 from factory import records
+from factory.models.demo import DEMO_VLM
 from factory.prompts.fusion import AUXILIARY_COLUMNS, auxiliary_block
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
-from factory.stages.chat import LOOP_ACTOR, VLM, ChatStep, PromptedEngine, chat_step
+from factory.stages.chat import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
 from factory.stages.step_call import Structured, call_structured
 from factory.text import schemas
 from factory.text.labels import QA_CATEGORIES
@@ -34,7 +35,7 @@ QA_TYPE = pa.list_(
 
 class QAConfig(StageConfig):
     step: ChatStep = Field(
-        default_factory=lambda: chat_step(VLM, "qa", max_new_tokens=256),
+        default_factory=lambda: chat_step(DEMO_VLM, "qa", max_new_tokens=256),
         description="the VLM that writes the pairs, and its prompt",
     )
     categories: list[str] = Field(

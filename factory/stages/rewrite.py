@@ -10,15 +10,16 @@ import pyarrow as pa
 from pydantic import Field
 
 from factory import records
+from factory.models.demo import DEMO_TEXT_LLM
 from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
-from factory.stages.chat import LOOP_ACTOR, TEXT_LLM, ChatStep, PromptedEngine, chat_step
+from factory.stages.chat import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
 from factory.stages.critic import CONSISTENT
 from factory.stages.step_call import call_text
 
 
 class RewriteConfig(StageConfig):
     step: ChatStep = Field(
-        default_factory=lambda: chat_step(TEXT_LLM, "rewrite", max_new_tokens=200),
+        default_factory=lambda: chat_step(DEMO_TEXT_LLM, "rewrite", max_new_tokens=200),
         description="the (text) LLM that rewrites the caption from the verdicts",
     )
     resources: Resources = Field(default_factory=LOOP_ACTOR.model_copy)

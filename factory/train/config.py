@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from factory.io import uris
+from factory.models.demo import DEMO_VLM
 from factory.plugins import ImportPath
 from factory.train.data import DataConfig
 from factory.train.deepspeed_config import DeepSpeedConfig
@@ -23,7 +24,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(
-        "builtin://tiny-llava",
+        DEMO_VLM,
         description="base weights: local directory, s3://bucket/prefix, or builtin://tiny-llava"
         " / builtin://tiny-blip (random-weight, offline)",
     )

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from factory.models import tiny_vision
 from factory.models.clip import ClipModel
+from factory.models.demo import vision as demo_vision
 from factory.models.engine import ModelSource
 
 LABELS = ["a photo of a horse", "a photo of a vase", "a photo of a coin"]
@@ -22,12 +22,12 @@ def _images() -> list[Image.Image]:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> ClipModel:
-    return ClipModel(tiny_vision.build_tiny_clip(str(tmp_path_factory.mktemp("clip") / "m")))
+    return ClipModel(demo_vision.build_tiny_clip(str(tmp_path_factory.mktemp("clip") / "m")))
 
 
 @pytest.fixture(scope="module")
 def siglip(tmp_path_factory) -> ClipModel:
-    return ClipModel(tiny_vision.build_tiny_siglip(str(tmp_path_factory.mktemp("siglip") / "m")))
+    return ClipModel(demo_vision.build_tiny_siglip(str(tmp_path_factory.mktemp("siglip") / "m")))
 
 
 def _reference_scores(model: ClipModel, images: list[Image.Image], texts: list[str]):
@@ -108,7 +108,7 @@ def test_sigmoid_applies_the_learned_bias(siglip, monkeypatch):
 
 def test_dtype_comes_from_config(clip, tmp_path):
     half = ClipModel(
-        tiny_vision.build_tiny_clip(str(tmp_path / "m")), ModelSource(dtype="bfloat16")
+        demo_vision.build_tiny_clip(str(tmp_path / "m")), ModelSource(dtype="bfloat16")
     )
     assert half.model.dtype == torch.bfloat16 and clip.model.dtype == torch.float32
     embeddings = half.embed_images(_images())

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from factory.models import tiny_vision
+from factory.models.demo import vision as demo_vision
 from factory.models.detector import Detection, DetectorSettings, ZeroShotDetector, nms, select
 
 ALL_BOXES = DetectorSettings(score_threshold=0.0, nms_iou=1.0, max_boxes=100)
-PATCHES = (tiny_vision.IMAGE_SIZE // tiny_vision.PATCH_SIZE) ** 2  # one box per patch
+PATCHES = (demo_vision.IMAGE_SIZE // demo_vision.PATCH_SIZE) ** 2  # one box per patch
 
 
 def _image(width: int, height: int, seed: int) -> Image.Image:
@@ -25,7 +25,7 @@ def _image(width: int, height: int, seed: int) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def owlvit_dir(tmp_path_factory) -> str:
-    return tiny_vision.build_tiny_owlvit(str(tmp_path_factory.mktemp("owlvit") / "m"))
+    return demo_vision.build_tiny_owlvit(str(tmp_path_factory.mktemp("owlvit") / "m"))
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_mismatched_batch_is_refused(detector):
 
 @pytest.mark.skipif(importlib.util.find_spec("scipy") is None, reason="OWLv2 resizes with scipy")
 def test_owlv2_boxes_are_normalised_to_the_unpadded_image(tmp_path):
-    owlv2 = ZeroShotDetector(tiny_vision.build_tiny_owlv2(str(tmp_path / "m")), settings=ALL_BOXES)
+    owlv2 = ZeroShotDetector(demo_vision.build_tiny_owlv2(str(tmp_path / "m")), settings=ALL_BOXES)
     wide = _image(200, 100, 7)  # OWLv2 pads to 200x200; the lower half is padding
     found = owlv2.detect(wide, ["a horse"])
     assert found and all(0.0 <= v <= 1.0 for d in found for v in d.box)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from factory.models.demo.chat_models import build_tiny_llama
 from factory.models.json_string_bound import StringCounter, TokenChars, hoist_string_bound
-from factory.models.tiny import build_tiny_llama
 from factory.text import schemas
 from factory.text.labels import QA_CATEGORIES
 

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from factory.models import loading, transformers_engine
+from factory.models.demo.chat_models import build_tiny_llama, build_tiny_llava
 from factory.models.engine import (
     ChatRequest,
     EngineConfig,
@@ -24,7 +25,6 @@ from factory.models.engine import (
 from factory.models.engine_loader import load_engine
 from factory.models.images import decode_image
 from factory.models.loading import resolve_dtype
-from factory.models.tiny import build_tiny_llama, build_tiny_llava
 from factory.models.transformers_engine import TransformersEngine
 from factory.models.weights import weights_revision
 from factory.text import schemas

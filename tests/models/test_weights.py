@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from factory.models.tiny import build_tiny_llava
+from factory.models.demo.chat_models import build_tiny_llava
 from factory.models.weights import (
     build_once,
     cache_name,

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
+from factory.models.demo.chat_models import build_tiny_llava
 from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
 from factory.models.peft_adapters import PeftAdapterEngine
-from factory.models.tiny import build_tiny_llava
 from tests.imagegen import jpeg
 from tests.serve.adapters import make_lora_adapter
 

@@ -1,8 +1,8 @@
 import pyarrow as pa
 import pytest
 
+from factory.models.demo.chat_models import build_tiny_llava
 from factory.models.engine import EngineConfig
-from factory.models.tiny import build_tiny_llava
 from factory.stages.caption import CaptionConfig, CaptionStage
 from tests import imagegen
 from tests.helpers import listing

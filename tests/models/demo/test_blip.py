@@ -16,13 +16,13 @@ from transformers import (
 )
 from transformers.models.blip import BlipImageProcessorPil
 
-from factory.models import tiny_blip
+from factory.models.demo import blip as demo_blip
 from factory.models.weights import RANDOM_WEIGHTS_NOTE, builtin_note, resolve_model_path
 
 
 @pytest.fixture(scope="module")
 def blip_dir(tmp_path_factory) -> str:
-    return tiny_blip.build_tiny_blip(str(tmp_path_factory.mktemp("tiny-blip") / "model"))
+    return demo_blip.build_tiny_blip(str(tmp_path_factory.mktemp("tiny-blip") / "model"))
 
 
 def _weights(model_dir: str) -> dict[str, torch.Tensor]:
@@ -43,8 +43,8 @@ def _image() -> Image.Image:
 def test_build_writes_a_tiny_captioner(blip_dir):
     model = AutoModelForImageTextToText.from_pretrained(blip_dir, use_safetensors=True)
     assert isinstance(model, BlipForConditionalGeneration)
-    assert model.config.text_config.vocab_size == tiny_blip.VOCAB_SIZE == 30524
-    assert model.config.vision_config.image_size == tiny_blip.IMAGE_SIZE
+    assert model.config.text_config.vocab_size == demo_blip.VOCAB_SIZE == 30524
+    assert model.config.vision_config.image_size == demo_blip.IMAGE_SIZE
     parameters = sum(p.numel() for p in model.parameters())
     assert 900_000 < parameters < 1_200_000  # the word embeddings dominate
 
@@ -53,8 +53,8 @@ def test_tokenizer_is_bert_uncased_plus_blip_tokens(blip_dir):
     tokenizer = AutoProcessor.from_pretrained(blip_dir).tokenizer
     assert len(tokenizer) == 30524
     assert tokenizer.convert_tokens_to_ids(["[PAD]", "[CLS]", "[SEP]"]) == [0, 101, 102]
-    assert tokenizer.convert_tokens_to_ids([tiny_blip.DEC, tiny_blip.ENC]) == [30522, 30523]
-    assert tokenizer.bos_token == tiny_blip.DEC
+    assert tokenizer.convert_tokens_to_ids([demo_blip.DEC, demo_blip.ENC]) == [30522, 30523]
+    assert tokenizer.bos_token == demo_blip.DEC
     ids = tokenizer("A Crimson Vase")["input_ids"]
     assert tokenizer.convert_ids_to_tokens(ids) == ["[CLS]", "a", "crimson", "vase", "[SEP]"]
 
@@ -99,7 +99,7 @@ def test_question_answering_loads_from_the_same_directory(blip_dir):
     model = BlipForQuestionAnswering.from_pretrained(blip_dir).eval()
     inputs = processor(images=_image(), text="what colour is it?", return_tensors="pt")
     output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-    assert output[0, 0].item() == tiny_blip.BERT_VOCAB_SIZE  # answers start at [DEC]
+    assert output[0, 0].item() == demo_blip.BERT_VOCAB_SIZE  # answers start at [DEC]
     assert 2 <= output.shape[1] <= 5
 
 
@@ -107,7 +107,7 @@ def test_same_seed_same_model_and_rng_untouched(blip_dir, tmp_path):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    again = tiny_blip.build_tiny_blip(str(tmp_path / "again"), seed=0)
+    again = demo_blip.build_tiny_blip(str(tmp_path / "again"), seed=0)
     assert torch.equal(torch.rand(3), expected)
     _assert_same_tensors(_weights(blip_dir), _weights(again))
 

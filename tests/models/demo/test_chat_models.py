@@ -17,13 +17,13 @@ from transformers import (
     AutoTokenizer,
 )
 
-from factory.models import tiny
+from factory.models.demo import chat_models as demo_chat
 from factory.models.weights import RANDOM_WEIGHTS_NOTE, builtin_note, resolve_model_path
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> str:
-    return tiny.build_tiny_llava(str(tmp_path_factory.mktemp("tiny") / "model"))
+    return demo_chat.build_tiny_llava(str(tmp_path_factory.mktemp("tiny") / "model"))
 
 
 def _weights(model_dir: str) -> dict[str, torch.Tensor]:
@@ -42,8 +42,8 @@ def test_build_writes_a_loadable_model_dir(tiny_dir):
     assert model.config.model_type == "llava"
     assert model.config.text_config.head_dim == 64
     assert model.config.text_config.num_attention_heads == 2
-    assert model.config.vision_config.image_size == tiny.IMAGE_SIZE
-    assert model.config.vision_config.patch_size == tiny.PATCH_SIZE
+    assert model.config.vision_config.image_size == demo_chat.IMAGE_SIZE
+    assert model.config.vision_config.patch_size == demo_chat.PATCH_SIZE
     parameters = sum(p.numel() for p in model.parameters())
     assert parameters < 2_000_000  # tiny enough to build in every test module
 
@@ -63,9 +63,9 @@ def test_processor_expands_one_image_to_one_token_per_patch(tiny_dir):
     processor = AutoProcessor.from_pretrained(tiny_dir)
     image = Image.new("RGB", (120, 70), (200, 30, 30))
     inputs = processor(text=["<image>\nDescribe the vase."], images=[image], return_tensors="pt")
-    image_token_id = processor.tokenizer.convert_tokens_to_ids(tiny.IMAGE)
-    assert int((inputs["input_ids"] == image_token_id).sum()) == tiny.IMAGE_TOKENS
-    assert tuple(inputs["pixel_values"].shape) == (1, 3, tiny.IMAGE_SIZE, tiny.IMAGE_SIZE)
+    image_token_id = processor.tokenizer.convert_tokens_to_ids(demo_chat.IMAGE)
+    assert int((inputs["input_ids"] == image_token_id).sum()) == demo_chat.IMAGE_TOKENS
+    assert tuple(inputs["pixel_values"].shape) == (1, 3, demo_chat.IMAGE_SIZE, demo_chat.IMAGE_SIZE)
 
 
 def test_chat_template_places_image_before_prompt(tiny_dir):
@@ -93,22 +93,22 @@ def test_processor_save_load_round_trip(tiny_dir, tmp_path):
 def test_special_tokens(tiny_dir):
     tokenizer = AutoProcessor.from_pretrained(tiny_dir).tokenizer
     assert (tokenizer.pad_token, tokenizer.bos_token, tokenizer.eos_token) == (
-        tiny.PAD,
-        tiny.BOS,
-        tiny.EOS,
+        demo_chat.PAD,
+        demo_chat.BOS,
+        demo_chat.EOS,
     )
-    assert tokenizer.tokenize(f"x {tiny.IMAGE} y").count(tiny.IMAGE) == 1
+    assert tokenizer.tokenize(f"x {demo_chat.IMAGE} y").count(demo_chat.IMAGE) == 1
 
 
 def test_same_seed_same_model(tiny_dir, tmp_path):
-    again = tiny.build_tiny_llava(str(tmp_path / "again"), seed=0)
+    again = demo_chat.build_tiny_llava(str(tmp_path / "again"), seed=0)
     _assert_same_tensors(_weights(tiny_dir), _weights(again))
     tokenizer_json = (Path(tiny_dir) / "tokenizer.json").read_bytes()
     assert (Path(again) / "tokenizer.json").read_bytes() == tokenizer_json
 
 
 def test_other_seed_other_weights(tiny_dir, tmp_path):
-    other = _weights(tiny.build_tiny_llava(str(tmp_path / "other"), seed=1))
+    other = _weights(demo_chat.build_tiny_llava(str(tmp_path / "other"), seed=1))
     first = _weights(tiny_dir)
     query_weights = [name for name in first if name.endswith("q_proj.weight")]
     assert query_weights
@@ -120,16 +120,16 @@ def test_building_leaves_global_rng_alone(tmp_path):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    tiny.build_tiny_llava(str(tmp_path / "model"), seed=7)
+    demo_chat.build_tiny_llava(str(tmp_path / "model"), seed=7)
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_ensure_builds_once(tmp_path):
     target = tmp_path / "cache" / "tiny"
-    assert tiny.ensure_tiny_llava(str(target)) == str(target)
+    assert demo_chat.ensure_tiny_llava(str(target)) == str(target)
     weights = target / "model.safetensors"
     first_build = weights.stat().st_mtime_ns
-    assert tiny.ensure_tiny_llava(str(target)) == str(target)
+    assert demo_chat.ensure_tiny_llava(str(target)) == str(target)
     assert weights.stat().st_mtime_ns == first_build
 
 
@@ -140,7 +140,7 @@ def test_concurrent_ensure_leaves_one_complete_dir(tmp_path):
 
     def ensure() -> None:
         try:
-            results.append(tiny.ensure_tiny_llava(str(target)))
+            results.append(demo_chat.ensure_tiny_llava(str(target)))
         except BaseException as error:  # re-raised below, in the test's thread
             errors.append(error)
 
@@ -157,7 +157,7 @@ def test_concurrent_ensure_leaves_one_complete_dir(tmp_path):
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory) -> str:
-    return tiny.build_tiny_llama(str(tmp_path_factory.mktemp("tiny") / "llama"))
+    return demo_chat.build_tiny_llama(str(tmp_path_factory.mktemp("tiny") / "llama"))
 
 
 def test_tiny_llama_is_a_text_only_causal_lm_vllm_cpu_accepts(llama_dir):
@@ -205,15 +205,17 @@ def test_tiny_llama_round_trips_and_generates_words(llama_dir, tmp_path):
     new_tokens = output[0, inputs["input_ids"].shape[1] :].tolist()
     assert len(new_tokens) == 10 or new_tokens[-1] == tokenizer.eos_token_id
     # silenced rows: never single bytes, <pad>, <s> or <image>
-    silenced = {tokenizer.convert_tokens_to_ids(token) for token in tiny.SPECIAL_TOKENS[:2]}
-    silenced.add(tokenizer.convert_tokens_to_ids(tiny.IMAGE))
+    silenced = {tokenizer.convert_tokens_to_ids(token) for token in demo_chat.SPECIAL_TOKENS[:2]}
+    silenced.add(tokenizer.convert_tokens_to_ids(demo_chat.IMAGE))
     assert not silenced & set(new_tokens)
     assert tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
 
 def test_tiny_llama_is_deterministic_per_seed(llama_dir, tmp_path):
-    _assert_same_tensors(_weights(llama_dir), _weights(tiny.build_tiny_llama(str(tmp_path / "a"))))
-    other = _weights(tiny.build_tiny_llama(str(tmp_path / "b"), seed=1))
+    _assert_same_tensors(
+        _weights(llama_dir), _weights(demo_chat.build_tiny_llama(str(tmp_path / "a")))
+    )
+    other = _weights(demo_chat.build_tiny_llama(str(tmp_path / "b"), seed=1))
     assert not torch.equal(
         _weights(llama_dir)["model.layers.0.self_attn.q_proj.weight"],
         other["model.layers.0.self_attn.q_proj.weight"],

@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForZeroShotObjectDetection, AutoProcessor
 
-from factory.models import tiny_vision
+from factory.models.demo import vision as demo_vision
 from factory.models.weights import BUILTIN_MODELS, resolve_model_path
 
 IMAGE = Image.new("RGB", (120, 70), (200, 30, 30))
@@ -19,17 +19,17 @@ IMAGE = Image.new("RGB", (120, 70), (200, 30, 30))
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> str:
-    return tiny_vision.build_tiny_clip(str(tmp_path_factory.mktemp("clip") / "model"))
+    return demo_vision.build_tiny_clip(str(tmp_path_factory.mktemp("clip") / "model"))
 
 
 @pytest.fixture(scope="module")
 def owlvit_dir(tmp_path_factory) -> str:
-    return tiny_vision.build_tiny_owlvit(str(tmp_path_factory.mktemp("owlvit") / "model"))
+    return demo_vision.build_tiny_owlvit(str(tmp_path_factory.mktemp("owlvit") / "model"))
 
 
 @pytest.fixture(scope="module")
 def owlv2_dir(tmp_path_factory) -> str:
-    return tiny_vision.build_tiny_owlv2(str(tmp_path_factory.mktemp("owlv2") / "model"))
+    return demo_vision.build_tiny_owlv2(str(tmp_path_factory.mktemp("owlv2") / "model"))
 
 
 def _weights(model_dir: str) -> dict[str, torch.Tensor]:
@@ -71,10 +71,10 @@ def test_owlvit_round_trips_and_detects_one_box_per_patch(owlvit_dir):
     processor = AutoProcessor.from_pretrained(owlvit_dir)
     assert type(model).__name__ == "OwlViTForObjectDetection"
     inputs = processor(text=[["a horse", "a vase"]], images=[IMAGE], return_tensors="pt")
-    assert inputs["input_ids"].shape == (2, tiny_vision.OWL_TEXT_TOKENS)
+    assert inputs["input_ids"].shape == (2, demo_vision.OWL_TEXT_TOKENS)
     with torch.no_grad():
         outputs = model(**inputs)
-    patches = (tiny_vision.IMAGE_SIZE // tiny_vision.PATCH_SIZE) ** 2
+    patches = (demo_vision.IMAGE_SIZE // demo_vision.PATCH_SIZE) ** 2
     assert outputs.logits.shape == (1, patches, 2)
     # small random heads keep each box near its own patch instead of covering the image
     boxes = {tuple(box) for box in outputs.pred_boxes[0].round(decimals=2).tolist()}
@@ -95,7 +95,7 @@ def test_owlv2_round_trips_through_auto_classes(owlv2_dir):
         assert model(**inputs).pred_boxes.shape == (1, 16, 4)
 
 
-@pytest.mark.parametrize("build", [tiny_vision.build_tiny_clip, tiny_vision.build_tiny_owlvit])
+@pytest.mark.parametrize("build", [demo_vision.build_tiny_clip, demo_vision.build_tiny_owlvit])
 def test_same_seed_same_model_other_seed_other_weights(build, tmp_path):
     first = build(str(tmp_path / "first"), seed=0)
     again = build(str(tmp_path / "again"), seed=0)
@@ -110,16 +110,16 @@ def test_building_leaves_global_rng_alone(tmp_path):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    tiny_vision.build_tiny_owlvit(str(tmp_path / "model"), seed=7)
+    demo_vision.build_tiny_owlvit(str(tmp_path / "model"), seed=7)
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_ensure_builds_once_and_leaves_no_staging(tmp_path):
     target = tmp_path / "cache" / "clip"
-    assert tiny_vision.ensure_tiny_clip(str(target)) == str(target)
+    assert demo_vision.ensure_tiny_clip(str(target)) == str(target)
     weights = target / "model.safetensors"
     first_build = weights.stat().st_mtime_ns
-    assert tiny_vision.ensure_tiny_clip(str(target)) == str(target)
+    assert demo_vision.ensure_tiny_clip(str(target)) == str(target)
     assert weights.stat().st_mtime_ns == first_build
     assert [entry.name for entry in target.parent.iterdir()] == ["clip"]
 
