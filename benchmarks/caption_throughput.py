@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
 from factory.models.engine_loader import load_engine
 from factory.prompts import load_prompt
-from factory.stages.base import Resources
+from factory.stage_kit.contract import Resources
 from factory.stages.caption import CaptionConfig, CaptionStage
 
 TARGET = 0.95

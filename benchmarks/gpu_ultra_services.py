@@ -77,13 +77,13 @@ def run_side(name: str, config: dict, images: Path, args: argparse.Namespace) ->
     import yaml
 
     from benchmarks.gpu_caption import gpu_busy
-    from factory.config import load_config
+    from factory.config import load_run_config
     from factory.runner import run_caption
 
     output = Path(tempfile.mkdtemp(prefix=f"ultra-{name}-"))
     path = output.with_suffix(".yaml")
     path.write_text(yaml.safe_dump({**config, "input": str(images), "output": str(output)}))
-    config = load_config(path)  # onto the defaults, as `factory caption --config` does
+    config = load_run_config(path)  # onto the defaults, as `factory caption --config` does
     samples: list[float] = []
     watch = gpu_busy(samples) if args.device != "cpu" else nullcontext()
     started = time.perf_counter()

@@ -41,7 +41,7 @@ from factory import records
 from factory.io.images import ImageLimits, decode_rgb, normalise_image
 from factory.models.ocr import rapidocr_params
 from factory.pipeline import StageStep, apply
-from factory.stages.base import Resources
+from factory.stage_kit.contract import Resources
 from factory.stages.ocr import OcrConfig, OcrStage
 from tests.helpers import listing
 from tests.ocrgen import LABELS, label_image

@@ -46,12 +46,12 @@ import ray.data
 from PIL import Image, ImageDraw
 
 from factory import __version__
-from factory.config import CaptionRunConfig, load_config
+from factory.config import CaptionRunConfig, load_run_config
 from factory.io.listing import list_inputs
 from factory.io.outputs import ShardWriter
 from factory.pipeline import captions_schema, stage_steps
 from factory.runner import run_caption
-from factory.stages.base import StageConfig
+from factory.stage_kit.contract import StageConfig
 
 TARGET = 1.5  # issue #18: Ray >= 1.5x the loop on 2 cores
 OVERHEAD_TARGET_MS = 1.5  # Ray's CPU-ms per image over the loop's
@@ -109,7 +109,7 @@ def _is_stage_config(kind: object) -> bool:
 
 def make_config(images: str, output: str, overrides: list[str]) -> CaptionRunConfig:
     base = [*optional_stages_off(), f"input={images}", f"output={output}"]
-    return load_config(None, [*base, *overrides])
+    return load_run_config(None, [*base, *overrides])
 
 
 def slices(table: pa.Table, size: int) -> list[pa.Table]:

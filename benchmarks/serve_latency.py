@@ -65,7 +65,7 @@ def free_port() -> int:
 
 
 def load_app_config(max_new_tokens: int, access_log: bool = False, extra: list[str] = ()):
-    from factory.config import load_config
+    from factory.config_loading import load_config
     from factory.serve.config import ServeConfig
 
     overrides = [

@@ -24,12 +24,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from factory.config import load_config
+from factory.config import load_run_config
 from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
 from factory.models.json_grammar import JsonLogitsProcessor
 from factory.models.transformers_engine import TransformersEngine
 from factory.prompts import load_prompt
-from factory.stages.chat import numbered
+from factory.stage_kit.chat_step import numbered
 from factory.text import schemas
 from factory.text.parse import ParseError, parse_facts, parse_qa, parse_questions, parse_verdict
 from tests import imagegen
@@ -98,7 +98,7 @@ def failure_rate(texts: list[str], parse: Callable[[str], Any]) -> float:
 
 
 def parse_failures(rows: int) -> None:
-    config = load_config("jobs/configs/caption_ultra.yaml")
+    config = load_run_config("jobs/configs/caption_ultra.yaml")
     engines: dict[str, TransformersEngine] = {}
     print(f"## parse failures per step ({rows} requests each, tiny random-weight models)")
     print("| step | before: v1 prompt, lenient | after: JSON schema, validated | truncated after |")

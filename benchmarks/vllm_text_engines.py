@@ -37,7 +37,7 @@ from factory.models.engine import (
     VllmOptions,
 )
 from factory.prompts import load_prompt
-from factory.stages.chat import numbered
+from factory.stage_kit.chat_step import numbered
 from factory.text import schemas
 from factory.text.labels import QUESTION_DIMENSIONS
 

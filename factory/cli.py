@@ -15,7 +15,8 @@ import yaml
 from pydantic import ValidationError
 
 from factory.cli_parser import Arg, build_parser, parse
-from factory.config import CaptionRunConfig, load_config
+from factory.config import CaptionRunConfig, load_run_config
+from factory.config_loading import load_config
 from factory.review import DEFAULT_COUNT
 from factory.review.items import REVIEW_FILES
 
@@ -41,7 +42,7 @@ def caption(
     """Caption a folder, s3:// prefix or manifest."""
     from factory.runner import run_caption, summary_text
 
-    run_config = load_config(config, [*overrides, f"input={input}", f"output={output}"])
+    run_config = load_run_config(config, [*overrides, f"input={input}", f"output={output}"])
     result = run_caption(run_config)
     print(summary_text(result))
     return 0
@@ -114,7 +115,7 @@ def show_config(
     overrides: Overrides = (),
 ) -> int:
     """Print the resolved config as YAML."""
-    resolved = load_config(config, overrides)
+    resolved = load_run_config(config, overrides)
     print(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
     return 0
 

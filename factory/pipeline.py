@@ -25,15 +25,16 @@ from factory.config import CaptionRunConfig
 from factory.io.listing_spill import SpilledListing
 from factory.io.outputs import ShardWriter
 from factory.models.placement import model_steps
-from factory.stages.base import Columns, MissingColumnsError, Resources
+from factory.stage_kit.contract import Columns, MissingColumnsError, Resources
+from factory.stage_kit.crash_guard import CrashGuardedStage
 from factory.stages.caption import CaptionStage
 from factory.stages.clip import ClipStage
-from factory.stages.crash_guard import CrashGuardedStage
 from factory.stages.critic import CriticStage
 from factory.stages.decompose import DecomposeStage
-from factory.stages.dedup import DedupStage, FingerprintStage
+from factory.stages.dedup import DedupStage
 from factory.stages.detect import DetectStage
 from factory.stages.expand import ExpandStage
+from factory.stages.fingerprint import FingerprintStage
 from factory.stages.health import HealthStage, text_columns
 from factory.stages.knowledge import KnowledgeStage
 from factory.stages.ocr import OcrStage
@@ -91,7 +92,7 @@ def compute_strategy(res: Resources) -> Any:
 
 @dataclass(frozen=True)
 class CrashGuard:
-    """Guard actor stages with the run's crash ledger (factory.stages.crash_guard)."""
+    """Guard actor stages with the run's crash ledger (factory.stage_kit.crash_guard)."""
 
     run_id: str
     max_record_crashes: int

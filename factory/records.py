@@ -117,3 +117,13 @@ class Duplicate:
 
     of: str
     kind: str
+
+
+def caption_column(style: str) -> str:
+    """The column a caption style writes."""
+    return f"caption_{style}"
+
+
+def lineage_column(text_column: str) -> str:
+    """The column holding where a text column's values came from."""
+    return f"{text_column}_lineage"

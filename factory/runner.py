@@ -32,7 +32,7 @@ from factory.models.placement import (
     services,
     unpicked_adapters,
 )
-from factory.stages.crash_guard import start_ledger
+from factory.stage_kit.crash_guard import start_ledger
 
 if TYPE_CHECKING:
     import ray.data

@@ -18,7 +18,7 @@ import time
 import ray
 from ray.cluster_utils import Cluster
 
-from factory.config import load_config
+from factory.config import load_run_config
 from factory.runner import run_caption
 
 SLOW = "tests.drill_engines:SlowEngine"
@@ -30,7 +30,7 @@ def main(inputs: str, output: str, report: str) -> None:
     cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
-    config = load_config(
+    config = load_run_config(
         None,
         [
             f"input={inputs}",

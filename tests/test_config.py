@@ -4,7 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from factory.cli import main
-from factory.config import CaptionRunConfig, load_config
+from factory.config import CaptionRunConfig, load_run_config
+from factory.config_loading import load_config
 from factory.stages.critic import CriticConfig
 
 PRESETS = sorted((Path(__file__).parent.parent / "jobs" / "configs").glob("*.yaml"))
@@ -34,13 +35,13 @@ def test_every_preset_parses(preset):
 
         assert isinstance(load_config(preset, model=ServeConfig), ServeConfig)
     else:
-        assert isinstance(load_config(preset), CaptionRunConfig)
+        assert isinstance(load_run_config(preset), CaptionRunConfig)
 
 
 def test_overrides_are_typed_and_nested(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("validation:\n  min_side: 10\n")
-    config = load_config(
+    config = load_run_config(
         path,
         ["validation.min_side=64", "dedup.near=false", "caption.engine.model=/m", "extensions=[]"],
     )
@@ -48,11 +49,11 @@ def test_overrides_are_typed_and_nested(tmp_path):
     assert config.dedup.near is False
     assert config.caption.engine.model == "/m"
     assert config.extensions == []
-    assert load_config(None, ["caption=null"]).caption is None
+    assert load_run_config(None, ["caption=null"]).caption is None
 
 
 def test_a_section_changes_only_the_fields_it_names(tmp_path):
-    config = load_config(None, ["dedup.resources.num_cpus=1", "caption.engine.cache_dir=/c"])
+    config = load_run_config(None, ["dedup.resources.num_cpus=1", "caption.engine.cache_dir=/c"])
     assert config.dedup.resources.compute == "tasks"
     assert config.dedup.resources.batch_size == 64
     assert config.dedup.resources.num_cpus == 1
@@ -62,11 +63,11 @@ def test_a_section_changes_only_the_fields_it_names(tmp_path):
 
 def test_unknown_fields_and_bad_values_are_refused():
     with pytest.raises(ValidationError, match="min_sid"):
-        load_config(None, ["validation.min_sid=3"])
+        load_run_config(None, ["validation.min_sid=3"])
     with pytest.raises(ValidationError, match="hamming_threshold"):
-        load_config(None, ["dedup.hamming_threshold=99"])
+        load_run_config(None, ["dedup.hamming_threshold=99"])
     with pytest.raises(ValueError, match="not key=value"):
-        load_config(None, ["novalue"])
+        load_run_config(None, ["novalue"])
 
 
 def test_cli_config_prints_resolved_yaml_and_reports_errors(capsys):
@@ -78,7 +79,7 @@ def test_cli_config_prints_resolved_yaml_and_reports_errors(capsys):
 
 def test_a_section_that_is_off_starts_from_its_defaults(tmp_path):
     # critic is off by default: one field of it switches it on with every other default
-    config = load_config(None, ["critic.step.generation.max_new_tokens=40"])
+    config = load_run_config(None, ["critic.step.generation.max_new_tokens=40"])
     defaults = CriticConfig()
     assert config.critic.step.generation.max_new_tokens == 40
     assert config.critic.step.prompt == defaults.step.prompt
@@ -86,7 +87,7 @@ def test_a_section_that_is_off_starts_from_its_defaults(tmp_path):
     # a YAML section naming a few fields keeps the stage's own defaults for the rest
     path = tmp_path / "loop.yaml"
     path.write_text("critic:\n  resources: {num_cpus: 0.1}\n")
-    critic = load_config(path).critic
+    critic = load_run_config(path).critic
     assert critic.resources.num_cpus == 0.1
     assert critic.resources.compute == defaults.resources.compute == "actors"
     assert critic.resources.batch_size == defaults.resources.batch_size

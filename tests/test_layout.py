@@ -109,3 +109,14 @@ def test_no_function_is_longer_than_80_lines():
                 if lines > MAX_FUNCTION_LINES and (module, node.name) not in LONG_FUNCTIONS_ALLOWED:
                     long.append(f"{module}.{node.name}: {lines} lines")
     assert long == []
+
+
+def test_only_the_run_config_and_the_plan_import_stage_modules():
+    # stages/ holds stages only: nothing else borrows a helper from a stage module
+    importers = {
+        module
+        for module, names in _import_graph().items()
+        if not module.startswith("factory.stages")
+        and any(n.startswith("factory.stages.") for n in names)
+    }
+    assert importers == {"factory.config", "factory.pipeline"}

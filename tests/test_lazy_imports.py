@@ -25,7 +25,7 @@ LIGHT_MODULES = (
     "factory.stages.clip",
     "factory.stages.detect",
     "factory.stages.ocr",
-    "factory.stages.chat",
+    "factory.stage_kit.chat_step",
     "factory.stages.qa",
     "factory.stages.expand",
     "factory.stages.decompose",
@@ -62,3 +62,17 @@ def test_light_modules_do_not_import_heavy_stacks():
     loaded = _modules_loaded_by(LIGHT_MODULES)
     assert set(LIGHT_MODULES) <= loaded
     assert [name for name in HEAVY_MODULES if name in loaded] == []
+
+
+def test_serve_train_and_eval_configs_load_without_the_stage_configs():
+    loaded = _modules_loaded_by(
+        (
+            "factory.config_loading",
+            "factory.serve.config",
+            "factory.train.config",
+            "factory.eval.config",
+        )
+    )
+    assert sorted(
+        name for name in loaded if name.startswith(("factory.stages", "factory.config"))
+    ) == ["factory.config_loading"]

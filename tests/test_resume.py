@@ -88,7 +88,7 @@ def test_killed_driver_then_rerun_writes_every_image_exactly_once(tmp_path):
 
 
 def test_a_run_that_adds_inputs_records_the_whole_output_and_its_own_share(tmp_path, ray_local):
-    from factory.config import load_config
+    from factory.config import load_run_config
     from factory.runner import run_caption
 
     source, output = tmp_path / "in", tmp_path / "out"
@@ -96,11 +96,11 @@ def test_a_run_that_adds_inputs_records_the_whole_output_and_its_own_share(tmp_p
     for seed in range(4):
         (source / f"img{seed}.jpg").write_bytes(imagegen.jpeg(160, 120, seed=seed))
     overrides = [f"input={source}", f"output={output}", "caption=null", "ocr=null"]
-    first = run_caption(load_config(None, overrides))
+    first = run_caption(load_run_config(None, overrides))
     (source / "broken.jpg").write_bytes(b"not an image")
     for seed in range(4, 6):
         (source / f"img{seed}.jpg").write_bytes(imagegen.jpeg(160, 120, seed=seed))
-    second = run_caption(load_config(None, overrides))
+    second = run_caption(load_run_config(None, overrides))
 
     run = json.loads((output / "run.json").read_text())
     assert run["counts"] == {

@@ -12,6 +12,12 @@ from dataclasses import dataclass
 from importlib import resources
 
 _NAME = re.compile(r"^(?P<name>[a-z0-9_]+)\.v(?P<version>\d+)\.txt$")
+# caption style -> the template that writes it
+STYLE_PROMPTS = {
+    "detailed": "caption_fusion",
+    "objective": "caption_objective",
+    "formal_analysis": "caption_formal_analysis",
+}
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def _auxiliary(row: dict[str, Any], style: str | None, settings: CaptionPromptSe
 
 
 def _numbered(items: list[str]) -> str:
-    # as factory.stages.chat.numbered renders them for the expand_answer prompt
+    # as factory.stage_kit.chat_step.numbered renders them for the expand_answer prompt
     return "\n".join(f"{i}. {item}" for i, item in enumerate(items, start=1))
 
 

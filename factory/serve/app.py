@@ -38,7 +38,7 @@ def build_application(config: ServeConfig) -> Any:
 
 def build_app(args: dict[str, Any]) -> Any:
     """Serve's app-builder entry point (`serve run factory.serve.app:build_app ...`)."""
-    from factory.config import load_config
+    from factory.config_loading import load_config
 
     args = dict(args)
     path = args.pop("config_path", None)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from factory.models.demo import DEMO_VLM
 from factory.models.engine import EngineConfig, GenerationParams
-from factory.stages.caption import STYLE_PROMPTS
+from factory.prompts import STYLE_PROMPTS
 
 BASE_MODEL_NAME = "tiny-llava"
 

@@ -14,13 +14,12 @@ from typing import Any
 from factory.models.engine import ChatRequest, GenerationParams
 from factory.prompts import PromptTemplate, load_prompt
 from factory.prompts.fusion import auxiliary_block
+from factory.prompts.knowledge import knowledge_block
 from factory.serve.config import ServeConfig
 from factory.serve.errors import ApiError
 from factory.serve.model_server import Generated
-from factory.stages.critic import CONSISTENT, check
-from factory.stages.knowledge import knowledge_block
-from factory.stages.rewrite import needs_rewrite, verdict_lines
-from factory.text.parse import ParseError, clean_caption, normalise_answer, parse_facts
+from factory.text.fact_checks import check, needs_rewrite, verdict_lines
+from factory.text.parse import CONSISTENT, ParseError, clean_caption, normalise_answer, parse_facts
 
 Generate = Callable[[str, list[ChatRequest], GenerationParams], Awaitable[Generated]]
 

@@ -14,24 +14,11 @@ from pydantic import Field
 from factory import records
 from factory.models.demo import DEMO_VLM
 from factory.models.engine import EngineConfig, GenerationParams
+from factory.prompts import STYLE_PROMPTS
 from factory.prompts.fusion import AUXILIARY_COLUMNS, auxiliary_block
-from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
-from factory.stages.chat import ChatStep, PromptedEngine
-from factory.stages.step_call import call_text
-
-STYLE_PROMPTS = {
-    "detailed": "caption_fusion",
-    "objective": "caption_objective",
-    "formal_analysis": "caption_formal_analysis",
-}
-
-
-def caption_column(style: str) -> str:
-    return f"caption_{style}"
-
-
-def lineage_column(text_column: str) -> str:
-    return f"{text_column}_lineage"
+from factory.stage_kit.chat_step import ChatStep, PromptedEngine
+from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_batch
+from factory.stage_kit.step_call import call_text
 
 
 class CaptionConfig(StageConfig):
@@ -78,8 +65,8 @@ class CaptionStage:
     def columns_for(config: CaptionConfig) -> Columns:
         adds: dict[str, pa.DataType] = {}
         for style in config.styles:
-            adds[caption_column(style)] = pa.string()
-            adds[lineage_column(caption_column(style))] = records.LINEAGE_TYPE
+            adds[records.caption_column(style)] = pa.string()
+            adds[records.lineage_column(records.caption_column(style))] = records.LINEAGE_TYPE
         return Columns(stage="caption", needs=("image",), optional=AUXILIARY_COLUMNS, adds=adds)
 
     def __init__(self, config: CaptionConfig):
@@ -112,8 +99,8 @@ class CaptionStage:
                 if not outcome.ok:
                     results[position] = outcome.rejection
                     continue
-                result[caption_column(style)] = outcome.value
-                result[lineage_column(caption_column(style))] = outcome.lineage
+                result[records.caption_column(style)] = outcome.value
+                result[records.lineage_column(records.caption_column(style))] = outcome.lineage
         return results
 
     def _auxiliary(self, row: Row, style: str) -> str:

@@ -19,7 +19,7 @@ from factory import vocab
 from factory.io.images import decode_rgb
 from factory.models.engine import ModelSource
 from factory.prompts import one_placeholder
-from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
+from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_batch
 
 TAG_TYPE = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
 

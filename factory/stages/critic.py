@@ -15,13 +15,12 @@ from pydantic import Field
 
 from factory import records
 from factory.models.demo import DEMO_VLM
-from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
-from factory.stages.chat import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
-from factory.stages.step_call import Outcome, Structured, call_structured
+from factory.stage_kit.chat_step import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
+from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_batch
+from factory.stage_kit.step_call import Outcome, Structured, call_structured
 from factory.text import schemas
-from factory.text.parse import ParseError, Verdict, parse_verdict
-
-CONSISTENT = "consistent"
+from factory.text.fact_checks import as_check
+from factory.text.parse import CONSISTENT, Verdict, parse_verdict
 
 FACT_CHECK_TYPE = pa.list_(
     pa.struct(
@@ -102,22 +101,4 @@ def checked(fact: str, outcome: Outcome[Verdict]) -> dict:
     if not outcome.ok:
         reason = outcome.rejection.detail
         return {"fact": fact, "verdict": None, "reason": reason, "correction": None}
-    return _as_check(fact, outcome.value)
-
-
-def check(fact: str, answer: str) -> dict:
-    """One fact check from a free-text answer, parsed leniently."""
-    try:
-        verdict = parse_verdict(answer)
-    except ParseError as error:
-        return {"fact": fact, "verdict": None, "reason": error.detail, "correction": None}
-    return _as_check(fact, verdict)
-
-
-def _as_check(fact: str, verdict: Verdict) -> dict:
-    return {
-        "fact": fact,
-        "verdict": verdict.verdict,
-        "reason": verdict.reason,
-        "correction": verdict.correction,
-    }
+    return as_check(fact, outcome.value)

@@ -12,10 +12,9 @@ from pydantic import Field
 
 from factory import records
 from factory.models.demo import DEMO_TEXT_LLM
-from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
-from factory.stages.caption import caption_column, lineage_column
-from factory.stages.chat import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
-from factory.stages.step_call import Structured, call_structured
+from factory.stage_kit.chat_step import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
+from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_batch
+from factory.stage_kit.step_call import Structured, call_structured
 from factory.text import schemas
 from factory.text.parse import parse_facts
 
@@ -43,11 +42,11 @@ class DecomposeConfig(StageConfig):
 class DecomposeStage:
     @staticmethod
     def columns_for(config: DecomposeConfig) -> Columns:
-        source = caption_column(config.style)
+        source = records.caption_column(config.style)
         return Columns(
             stage="decompose",
-            needs=(source, lineage_column(source)),
-            optional=(EXPANDED, lineage_column(EXPANDED)),
+            needs=(source, records.lineage_column(source)),
+            optional=(EXPANDED, records.lineage_column(EXPANDED)),
             adds={
                 "draft_caption": pa.string(),
                 "draft_style": pa.string(),
@@ -73,9 +72,9 @@ class DecomposeStage:
 
     def _draft(self, row: Row) -> tuple[str, dict]:
         if row.get(EXPANDED):
-            return row[EXPANDED], row[lineage_column(EXPANDED)]
-        source = caption_column(self.config.style)
-        return row[source], row[lineage_column(source)]
+            return row[EXPANDED], row[records.lineage_column(EXPANDED)]
+        source = records.caption_column(self.config.style)
+        return row[source], row[records.lineage_column(source)]
 
     def _decompose(self, rows: list[Row]) -> list[Row | records.Rejection]:
         drafts = [self._draft(row) for row in rows]

@@ -21,20 +21,10 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from factory import records
-from factory.dedup.hamming import HammingIndex
 from factory.dedup.service import LocalIndex, ShardedIndex
 from factory.dedup.shard import Answer, Entry, IndexShard
 from factory.records import Duplicate
-from factory.stages.base import Columns, Resources, StageConfig, check_columns, map_batch
-from factory.stages.fingerprint import FingerprintStage, perceptual_hash
-
-__all__ = [
-    "DedupConfig",
-    "DedupStage",
-    "FingerprintStage",
-    "HammingIndex",
-    "perceptual_hash",
-]
+from factory.stage_kit.contract import Columns, Resources, StageConfig, check_columns, map_batch
 
 
 class DedupConfig(StageConfig):

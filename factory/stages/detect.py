@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 from factory.io.images import decode_rgb
 from factory.models.engine import ModelSource
 from factory.prompts import one_placeholder
-from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
+from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_batch
 
 if TYPE_CHECKING:
     from factory.models.detector import Detection

@@ -15,16 +15,15 @@ from pydantic import Field
 
 from factory import records
 from factory.models.demo import DEMO_TEXT_LLM, DEMO_VLM
-from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
-from factory.stages.caption import caption_column
-from factory.stages.chat import (
+from factory.stage_kit.chat_step import (
     LOOP_ACTOR,
     ChatStep,
     PromptedEngine,
     chat_step,
     numbered,
 )
-from factory.stages.step_call import Structured, call_structured, call_text
+from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_batch
+from factory.stage_kit.step_call import Structured, call_structured, call_text
 from factory.text import schemas
 from factory.text.labels import QUESTION_DIMENSIONS
 from factory.text.parse import parse_questions
@@ -61,7 +60,7 @@ class ExpandStage:
     def columns_for(config: ExpandConfig) -> Columns:
         return Columns(
             stage="expand",
-            needs=("image", caption_column(config.style)),
+            needs=("image", records.caption_column(config.style)),
             adds={
                 "expansion_questions": QUESTIONS_TYPE,
                 "expansion_questions_lineage": records.LINEAGE_TYPE,
@@ -73,7 +72,7 @@ class ExpandStage:
     def __init__(self, config: ExpandConfig):
         self.config = config
         self.columns = self.columns_for(config)
-        self.source = caption_column(config.style)
+        self.source = records.caption_column(config.style)
         self.asker = PromptedEngine(config.questions)
         self.answerer = PromptedEngine(config.answer)
         dimensions = tuple(config.dimensions)

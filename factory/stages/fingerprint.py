@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from factory.stages.base import Columns, Row, map_rows
+from factory.stage_kit.contract import Columns, Row, map_rows
 
 
 def _dct_matrix(size: int) -> np.ndarray:

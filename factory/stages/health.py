@@ -10,7 +10,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from factory import records
-from factory.stages.base import CHEAP_TASKS, Columns, Resources, Row, StageConfig, map_rows
+from factory.stage_kit.contract import CHEAP_TASKS, Columns, Resources, Row, StageConfig, map_rows
 from factory.text.health import HealthRules, check_text
 
 FLAGS_TYPE = pa.list_(

@@ -1,9 +1,5 @@
-"""Knowledge: the catalogue record as the captioner's "world knowledge" block.
-
-Title and creator reach the model only when `name_identities` is on: formal analysis
-must not name them, or the model recognises the work and recites what it read about it
-instead of describing what it sees.
-"""
+"""Knowledge: the catalogue record as the captioner's "world knowledge" block, one column
+per row (the block itself: factory.prompts.knowledge)."""
 
 from __future__ import annotations
 
@@ -11,10 +7,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from factory import records
-from factory.stages.base import CHEAP_TASKS, Columns, Resources, Row, StageConfig, map_rows
-
-KNOWLEDGE_FIELDS = ("title", "creator", "date", "medium", "museum", "collection", "description")
-IDENTITY_FIELDS = ("title", "creator")
+from factory.prompts.knowledge import knowledge_block
+from factory.stage_kit.contract import CHEAP_TASKS, Columns, Resources, Row, StageConfig, map_rows
 
 
 class KnowledgeConfig(StageConfig):
@@ -24,12 +18,6 @@ class KnowledgeConfig(StageConfig):
         "where recognise-then-recite produces hallucinations",
     )
     resources: Resources = Field(default_factory=lambda: CHEAP_TASKS.model_copy())
-
-
-def knowledge_block(row: Row, name_identities: bool) -> str | None:
-    fields = [f for f in KNOWLEDGE_FIELDS if name_identities or f not in IDENTITY_FIELDS]
-    values = {name: str(row.get(name) or "").strip() for name in fields}
-    return "\n".join(f"- {name}: {value}" for name, value in values.items() if value) or None
 
 
 class KnowledgeStage:

@@ -16,7 +16,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from factory.io.images import decode_rgb
-from factory.stages.base import Columns, Resources, Row, StageConfig, map_rows
+from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_rows
 
 OCR_LINE_TYPE = pa.struct(
     [

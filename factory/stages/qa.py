@@ -15,9 +15,9 @@ from pydantic import Field
 from factory import records
 from factory.models.demo import DEMO_VLM
 from factory.prompts.fusion import AUXILIARY_COLUMNS, auxiliary_block
-from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
-from factory.stages.chat import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
-from factory.stages.step_call import Structured, call_structured
+from factory.stage_kit.chat_step import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
+from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_batch
+from factory.stage_kit.step_call import Structured, call_structured
 from factory.text import schemas
 from factory.text.labels import QA_CATEGORIES
 from factory.text.parse import parse_qa

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from factory.io import uris
 from factory.records import RejectRecord
-from factory.stages.base import CHEAP_TASKS, Columns, Resources, Row, StageConfig, map_rows
+from factory.stage_kit.contract import CHEAP_TASKS, Columns, Resources, Row, StageConfig, map_rows
 
 
 class ReadConfig(StageConfig):

@@ -11,10 +11,10 @@ from pydantic import Field
 
 from factory import records
 from factory.models.demo import DEMO_TEXT_LLM
-from factory.stages.base import Columns, Resources, Row, StageConfig, map_batch
-from factory.stages.chat import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
-from factory.stages.critic import CONSISTENT
-from factory.stages.step_call import call_text
+from factory.stage_kit.chat_step import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
+from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_batch
+from factory.stage_kit.step_call import call_text
+from factory.text.fact_checks import needs_rewrite, verdict_lines
 
 
 class RewriteConfig(StageConfig):
@@ -65,22 +65,3 @@ class RewriteStage:
                 else outcome.rejection
             )
         return results
-
-
-def needs_rewrite(checks: list[dict]) -> bool:
-    return any(c["verdict"] is not None and c["verdict"] != CONSISTENT for c in checks)
-
-
-def verdict_lines(checks: list[dict]) -> str:
-    """The judged facts as the rewrite prompt shows them."""
-    lines = []
-    for c in checks:
-        if c["verdict"] is None:
-            continue
-        line = f"- [{c['verdict']}] {c['fact']}"
-        if c["reason"]:
-            line += f" (why: {c['reason']})"
-        if c["correction"]:
-            line += f" -> correct to: {c['correction']}"
-        lines.append(line)
-    return "\n".join(lines)

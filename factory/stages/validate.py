@@ -14,7 +14,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from factory.io.images import WEBP_MAX_SIDE, ImageLimits, OutputFormat, normalise_image
-from factory.stages.base import CHEAP_TASKS, Columns, Resources, Row, StageConfig, map_rows
+from factory.stage_kit.contract import CHEAP_TASKS, Columns, Resources, Row, StageConfig, map_rows
 
 _DEFAULT = ImageLimits()
 IMAGE_ID_HEX_CHARS = 20

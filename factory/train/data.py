@@ -21,8 +21,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from factory import records
 from factory.prompts import load_prompt
-from factory.stages.caption import caption_column
 from factory.train.sources import SourceRows, read_rows
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,9 @@ def _no_rows(read: SourceRows, looked_for: list[str], skipped: Counter) -> Value
 def _caption_examples(config: DataConfig) -> Built:
     final = config.use_final_caption and not config.text_column
     columns = (
-        [config.text_column] if config.text_column else [caption_column(s) for s in config.styles]
+        [config.text_column]
+        if config.text_column
+        else [records.caption_column(s) for s in config.styles]
     )
     read = read_rows(config.source, [URI, *columns, *((FINAL, DRAFT_STYLE) if final else ())])
     finals = final and {FINAL, DRAFT_STYLE} <= set(read.columns)
@@ -308,7 +310,7 @@ def _caption_examples(config: DataConfig) -> Built:
             skipped[MISSING_URI] += 1
             continue
         for style in config.styles:
-            column = config.text_column or caption_column(style)
+            column = config.text_column or records.caption_column(style)
             if finals and row.get(DRAFT_STYLE) == style and _text(row, FINAL):
                 column = FINAL  # the critic-checked rewrite of this style's draft
             target = _text(row, column)

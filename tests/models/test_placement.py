@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from factory.cli import main, samples_dir
-from factory.config import load_config
+from factory.config import load_run_config
 from factory.models.placement import (
     PlanError,
     check_adapters_loadable,
@@ -43,7 +43,7 @@ def expand_with(*models: str) -> list[str]:
 
 def test_two_engines_at_085_on_one_gpu_are_refused_with_the_numbers():
     # today's per-stage layout: expand holds the VLM and the LLM in one GPU actor
-    config = load_config(
+    config = load_run_config(
         None, vllm_model("vlm", 0.85) + vllm_model("llm", 0.85) + expand_with("llm", "vlm")
     )
     with pytest.raises(PlanError) as refused:
@@ -53,7 +53,7 @@ def test_two_engines_at_085_on_one_gpu_are_refused_with_the_numbers():
 
 
 def test_the_same_models_as_services_fit():
-    config = load_config(
+    config = load_run_config(
         None,
         vllm_model("vlm", 0.85, "service")
         + vllm_model("llm", 0.85, "service")
@@ -64,7 +64,7 @@ def test_the_same_models_as_services_fit():
 
 
 def test_a_fractional_gpu_service_must_keep_its_share():
-    config = load_config(
+    config = load_run_config(
         None,
         vllm_model("vlm", 0.85, "service")
         + ["models.vlm.service.num_gpus=0.5", "caption.model=vlm"],
@@ -74,7 +74,7 @@ def test_a_fractional_gpu_service_must_keep_its_share():
 
 
 def test_the_gpu_preset_passes_with_two_services_and_cpu_only_stages():
-    config = place_models(load_config(GPU_PRESET), "run1")
+    config = place_models(load_run_config(GPU_PRESET), "run1")
     check_gpu_memory(config)
     reserved = service_reservations(config.models, config)
     assert [(who, n, gpus) for who, n, _, gpus in reserved] == [
@@ -102,9 +102,9 @@ def test_a_plan_needing_more_gpus_than_the_cluster_has_is_refused(tmp_path, caps
 
 def test_unknown_models_and_adapters_are_named():
     with pytest.raises(ValidationError, match=r"caption.model 'vlm' is not in `models:`"):
-        load_config(None, ["caption.model=vlm"])
+        load_run_config(None, ["caption.model=vlm"])
     with pytest.raises(ValidationError, match=r"caption.adapter 'museum' is not an adapter"):
-        load_config(
+        load_run_config(
             None,
             ["models.vlm.engine.model=builtin://tiny-llava", "caption.model=vlm"]
             + ["caption.adapter=museum"],
@@ -125,8 +125,8 @@ def test_an_adapter_vllm_cannot_load_is_refused_with_the_reason(tmp_path):
         "decompose.step.prompt=decompose",
         "decompose.step.model=llm",
     ]
-    check_adapters_loadable(load_config(None, overrides))  # transformers applies it (PEFT)
-    on_vllm = load_config(None, [*overrides, "models.llm.engine.kind=vllm"])
+    check_adapters_loadable(load_run_config(None, overrides))  # transformers applies it (PEFT)
+    on_vllm = load_run_config(None, [*overrides, "models.llm.engine.kind=vllm"])
     with pytest.raises(PlanError, match=r"models.llm: adapter 'projector'.*whole modules"):
         check_adapters_loadable(on_vllm)
 
@@ -135,6 +135,6 @@ def test_an_adapter_folder_given_as_the_model_is_refused_with_what_to_do(tmp_pat
     from factory.models.weights import resolve_model_path
 
     adapter = make_lora_adapter(resolve_model_path("builtin://tiny-llava"), str(tmp_path), 2)
-    config = load_config(None, [f"caption.engine.model={adapter}"])
+    config = load_run_config(None, [f"caption.engine.model={adapter}"])
     with pytest.raises(PlanError, match=r"caption: .* is a PEFT adapter, not a model"):
         check_adapters_loadable(config)

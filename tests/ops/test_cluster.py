@@ -149,7 +149,7 @@ def _fits(cluster: dict, cpus: float, gpus: float, custom: dict | None = None) -
 
 
 def _deployments(preset):
-    from factory.config import load_config
+    from factory.config_loading import load_config
     from factory.serve.config import DeploymentOptions, ServeConfig
 
     config = load_config(preset, model=ServeConfig)
@@ -158,7 +158,8 @@ def _deployments(preset):
 
 
 def test_every_preset_fits_a_node_type():
-    from factory.config import load_config
+    from factory.config import load_run_config
+    from factory.config_loading import load_config
     from factory.pipeline import stage_steps
     from factory.train.config import TrainConfig
 
@@ -184,7 +185,7 @@ def test_every_preset_fits_a_node_type():
                     assert fits == ["gpu_vlm"], f"{preset.name}: {name} may take a training GPU"
             checked += 1
         elif preset.name.startswith(("caption_", "scale_")):
-            config = load_config(preset)
+            config = load_run_config(preset)
             for step in stage_steps(config, resume_from=None):
                 res = step.resources
                 fits = _fits(cluster, res.num_cpus, res.num_gpus, res.custom_resources)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from factory.config import load_config
+from factory.config import load_run_config
 from factory.pipeline import stage_steps
 from tests.ops.cluster_config import ROOT
 
@@ -16,7 +16,7 @@ PROBES = re.compile(
 
 
 def _requests(preset: str, overrides: list[str] = ()) -> dict[str, tuple]:
-    steps = stage_steps(load_config(CONFIGS / preset, list(overrides)), resume_from=None)
+    steps = stage_steps(load_run_config(CONFIGS / preset, list(overrides)), resume_from=None)
     return {
         step.columns.stage: (
             step.resources.num_cpus,
@@ -28,7 +28,7 @@ def _requests(preset: str, overrides: list[str] = ()) -> dict[str, tuple]:
 
 
 def _slots(preset: str) -> dict[str, dict[str, float]]:
-    steps = stage_steps(load_config(CONFIGS / preset), resume_from=None)
+    steps = stage_steps(load_run_config(CONFIGS / preset), resume_from=None)
     return {step.columns.stage: step.resources.custom_resources for step in steps}
 
 
@@ -52,7 +52,7 @@ def test_cpu_preset_asks_for_no_gpu_and_gpu_preset_for_whole_gpus():
     assert all(gpus == 0 for _, gpus, _ in gpu.values())
     loop = ("caption", "qa", "expand", "decompose", "critic", "rewrite")
     assert all(gpu[stage][2] == (1, 8) for stage in loop)
-    models = load_config(CONFIGS / "caption_ultra_gpu.yaml").models
+    models = load_run_config(CONFIGS / "caption_ultra_gpu.yaml").models
     for spec in models.values():
         assert spec.placement == "service"
         assert (spec.service.num_gpus, spec.service.custom_resources) == (1, {"vlm_slot": 1})

@@ -14,7 +14,7 @@ import requests
 import yaml
 from pydantic import ValidationError
 
-from factory.config import load_config
+from factory.config_loading import load_config
 from factory.serve.app import build_app, build_application
 from factory.serve.config import ServeConfig
 from tests.serve.apps import free_port

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from factory import records, vocab
 from factory.models.demo.vision import build_tiny_clip
-from factory.stages.base import MissingColumnsError
+from factory.stage_kit.contract import MissingColumnsError
 from factory.stages.clip import TAG_TYPE, ClipConfig, ClipStage, select_tags
 from tests import imagegen
 from tests.helpers import listing

@@ -7,17 +7,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
+from factory.dedup.hamming import HammingIndex
 from factory.dedup.order import ListingOrder
 from factory.dedup.service import start_dedup_index, stop_dedup_index
 from factory.dedup.shard import Entry, IndexShard
 from factory.io.listing_spill import index_ranges
-from factory.stages.dedup import (
-    DedupConfig,
-    DedupStage,
-    FingerprintStage,
-    HammingIndex,
-    perceptual_hash,
-)
+from factory.stages.dedup import DedupConfig, DedupStage
+from factory.stages.fingerprint import FingerprintStage, perceptual_hash
 from tests.helpers import listing
 
 
@@ -215,7 +211,7 @@ def test_shards_seed_from_the_images_already_written(tmp_path, ray_local):
 
 
 def test_a_run_keeps_each_first_occurrence_through_sharded_parallel_dedup(tmp_path, ray_local):
-    from factory.config import load_config
+    from factory.config import load_run_config
     from factory.io.outputs import read_output
     from factory.runner import run_caption
 
@@ -228,7 +224,7 @@ def test_a_run_keeps_each_first_occurrence_through_sharded_parallel_dedup(tmp_pa
         (source / f"b{seed:02d}.jpg").write_bytes(copy)
     overrides = ["caption=null", "ocr=null", "health=null", "knowledge=null"]
     overrides += ["ray.rows_per_block=2", "dedup.resources.batch_size=2", "dedup.shards=3"]
-    config = load_config(None, [f"input={source}", f"output={tmp_path / 'out'}", *overrides])
+    config = load_run_config(None, [f"input={source}", f"output={tmp_path / 'out'}", *overrides])
     result = run_caption(config)
     assert (result.counts.accepted, result.counts.duplicates) == (12, 12)
     duplicates = read_output(str(tmp_path / "out"), "duplicates").to_pylist()

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from factory import records
 from factory.models.demo.vision import build_tiny_clip, build_tiny_owlvit
-from factory.stages.base import MissingColumnsError
+from factory.stage_kit.contract import MissingColumnsError
 from factory.stages.clip import TAG_TYPE, ClipConfig, ClipStage
 from factory.stages.detect import OBJECT_TYPE, DetectConfig, DetectStage
 from tests import imagegen

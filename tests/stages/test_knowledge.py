@@ -1,5 +1,6 @@
 from factory.prompts.fusion import auxiliary_block
-from factory.stages.knowledge import KnowledgeConfig, KnowledgeStage, knowledge_block
+from factory.prompts.knowledge import knowledge_block
+from factory.stages.knowledge import KnowledgeConfig, KnowledgeStage
 from tests.helpers import listing
 
 

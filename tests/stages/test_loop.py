@@ -9,8 +9,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
+from factory.stage_kit.chat_step import ChatStep
 from factory.stages.caption import CaptionConfig, CaptionStage
-from factory.stages.chat import ChatStep
 from factory.stages.critic import CriticConfig, CriticStage
 from factory.stages.decompose import DecomposeConfig, DecomposeStage
 from factory.stages.expand import ExpandConfig, ExpandStage

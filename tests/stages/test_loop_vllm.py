@@ -19,8 +19,8 @@ import pytest
 
 from factory.models.demo import DEMO_TEXT_LLM
 from factory.models.engine import EngineConfig, VllmOptions
-from factory.stages import chat
-from factory.stages.chat import ChatStep
+from factory.stage_kit import chat_step
+from factory.stage_kit.chat_step import ChatStep
 from factory.stages.decompose import DecomposeConfig, DecomposeStage
 from factory.stages.expand import ExpandConfig, ExpandStage
 from factory.stages.rewrite import RewriteConfig, RewriteStage
@@ -107,7 +107,7 @@ def through_vllm():
         patch.setitem(os.environ, "VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
         built = stages(VLLM)
     yield built
-    engine = chat._LOADED.pop(VLLM.model_dump_json())
+    engine = chat_step._LOADED.pop(VLLM.model_dump_json())
     engine.close()
 
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from factory import records
 from factory.io.images import ImageLimits, normalise_image
 from factory.prompts.fusion import auxiliary_block
-from factory.stages.base import MissingColumnsError
+from factory.stage_kit.contract import MissingColumnsError
 from factory.stages.ocr import OCR_LINE_TYPE, OcrConfig, OcrStage
 from tests.helpers import listing
 from tests.ocrgen import label_image

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from factory import records
 from factory.io.images import ImageLimits, NormalisedImage, decode_rgb
+from factory.stage_kit.contract import MissingColumnsError
 from factory.stages import validate
-from factory.stages.base import MissingColumnsError
 from factory.stages.validate import ValidateConfig, ValidateStage
 from tests import imagegen
 

@@ -31,7 +31,7 @@ def test_auto_dtype_follows_device_method_and_deepspeed(fields, device, dtype):
 
 
 def test_gpu_presets_ask_ray_train_for_a_training_node_per_worker():
-    from factory.config import load_config
+    from factory.config_loading import load_config
     from factory.train.trainer import build_trainer
 
     preset = Path(__file__).parents[2] / "jobs" / "configs" / "train_peft_lora.yaml"

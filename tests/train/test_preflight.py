@@ -8,7 +8,7 @@ import time
 import pytest
 
 from factory.cli import main
-from factory.config import load_config
+from factory.config_loading import load_config
 from factory.train.config import TrainConfig
 from factory.train.preflight import TrainingRefused, check_data, check_resources
 

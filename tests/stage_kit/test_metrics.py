@@ -31,11 +31,27 @@ def scrape(ray) -> tuple[Counter, Counter, Counter]:
     return rows, batches, tokens
 
 
+def settled(ray) -> tuple[Counter, Counter, Counter]:
+    """A scrape once earlier runs' workers have flushed: every worker pushes its counters
+    once per report interval, so nothing may change over a whole interval and a margin.
+    (An earlier test's run, still unflushed, would otherwise count as this one's.)"""
+    quiet = ray._config.metrics_report_interval_ms() / 1000 + 2
+    deadline = time.monotonic() + 6 * quiet
+    last = scrape(ray)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = scrape(ray)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("the metrics kept changing with no run in progress")
+
+
 def test_stage_counters_latencies_and_tokens_are_exported(tmp_path, ray_local):
     inputs = tmp_path / "in"
     shutil.copytree(samples_dir(), inputs)
     (inputs / "broken.jpg").write_bytes(b"not an image at all")
-    before = scrape(ray_local)
+    before = settled(ray_local)
     out = tmp_path / "out"
     args = ["caption", "--input", str(inputs), "--output", str(out)]
     assert main([*args, "--set", "health.reject_on=[]"]) == 0

@@ -21,8 +21,8 @@ from factory.models.engine import (
     complete_all,
 )
 from factory.prompts import load_prompt
-from factory.stages.base import Resources
-from factory.stages.metrics import record_tokens
+from factory.stage_kit.contract import Resources
+from factory.stage_kit.metrics import record_tokens
 
 if TYPE_CHECKING:
     from factory.models.engine import Engine

@@ -3,7 +3,7 @@ import pytest
 
 from factory import records
 from factory.records import RejectRecord
-from factory.stages.base import Columns, MissingColumnsError, map_batch, map_rows
+from factory.stage_kit.contract import Columns, MissingColumnsError, map_batch, map_rows
 from tests.helpers import listing
 
 COLUMNS = Columns(stage="square", needs=("uri", "n"), adds={"square": pa.int64()}, drops=("n",))

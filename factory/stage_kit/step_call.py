@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from factory import records
 from factory.models.engine import Completion
-from factory.stages.chat import PromptedEngine
+from factory.stage_kit.chat_step import PromptedEngine
 from factory.text.normalise import snippet
 from factory.text.parse import ParseError, clean_caption
 from factory.text.schemas import json_schema

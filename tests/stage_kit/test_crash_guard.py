@@ -41,7 +41,7 @@ def test_a_record_that_kills_the_actor_is_rejected_and_the_rest_captioned(tmp_pa
 
 
 def test_the_ledger_charges_only_attempts_that_never_finished():
-    from factory.stages.crash_guard import CrashLedger
+    from factory.stage_kit.crash_guard import CrashLedger
 
     ledger = CrashLedger()
     assert ledger.begin("caption", ["a", "b"]) == [0, 0]

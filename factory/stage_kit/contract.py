@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from factory import records
 from factory.records import Duplicate, Rejection, RejectRecord
-from factory.stages.metrics import record_batch
+from factory.stage_kit.metrics import record_batch
 
 
 class MissingColumnsError(KeyError):
