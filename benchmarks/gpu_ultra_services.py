@@ -77,7 +77,7 @@ def run_side(name: str, config: dict, images: Path, args: argparse.Namespace) ->
     import yaml
 
     from benchmarks.gpu_caption import gpu_busy
-    from factory.config import load_run_config
+    from factory.run_config import load_run_config
     from factory.runner import run_caption
 
     output = Path(tempfile.mkdtemp(prefix=f"ultra-{name}-"))

@@ -46,10 +46,10 @@ import ray.data
 from PIL import Image, ImageDraw
 
 from factory import __version__
-from factory.config import CaptionRunConfig, load_run_config
 from factory.io.listing import list_inputs
 from factory.io.outputs import ShardWriter
 from factory.pipeline import captions_schema, stage_steps
+from factory.run_config import CaptionRunConfig, load_run_config
 from factory.runner import run_caption
 from factory.stage_kit.contract import StageConfig
 

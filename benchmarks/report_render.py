@@ -84,8 +84,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[200, 2000, 20000])
     parser.add_argument("--gallery", type=int, default=12)
     args = parser.parse_args()
-    from factory.eval.config import AUTOMATIC_REPORT
-    from factory.eval.report import write_run_report
+    from factory.eval.eval_config import AUTOMATIC_REPORT
+    from factory.eval.run_report import write_run_report
     from tests.eval.browser import chromium_path, render
 
     config = AUTOMATIC_REPORT.model_copy(deep=True)

@@ -4,7 +4,7 @@
         [--concurrency 32] [--max-new-tokens 8] [--repeats 2] [--wait 60] [--access-log]
         [--set KEY=VALUE ...]   (serving config overrides, e.g. the batch wait)
 
-App side: `factory.serve.app.start` on jobs/configs/serve_tiny_cpu.yaml (the builder
+App side: `factory.serve.app_builder.start` on jobs/configs/serve_tiny_cpu.yaml (the builder
 `factory serve` uses), builtin://tiny-llava through the transformers engine, one model
 replica with 1 CPU. Each request is an OpenAI chat completion with the picture as a
 base64 data URL, over HTTP on 127.0.0.1 (aiohttp client, keep-alive): proxy -> ingress
@@ -66,7 +66,7 @@ def free_port() -> int:
 
 def load_app_config(max_new_tokens: int, access_log: bool = False, extra: list[str] = ()):
     from factory.config_loading import load_config
-    from factory.serve.config import ServeConfig
+    from factory.serve.serve_config import ServeConfig
 
     overrides = [
         f"http.port={free_port()}",
@@ -87,7 +87,7 @@ class DirectEngine:
         from factory.io.images import normalise_image
         from factory.models.engine import ChatRequest, GenerationParams
         from factory.serve.image_input import image_limits
-        from factory.serve.model_server import build_engine
+        from factory.serve.model_deployment import build_engine
 
         torch.set_num_threads(max(1, int(config.model_deployment.num_cpus)))
         self.engine = build_engine(config)
@@ -143,7 +143,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from factory.serve.app import start
+    from factory.serve.app_builder import start
 
     config = load_app_config(args.max_new_tokens, args.access_log, args.overrides)
     image = picture(7)

@@ -8,7 +8,7 @@ both "models" return at once, so what is measured is the serving path, not a mod
 - bare: a FastAPI ingress that reads the body, `json.loads` it, calls the model
   deployment's method through a handle and returns a small JSON answer; the model
   deployment returns a fixed text. Serve's own floor (proxy, ingress, handle, replica).
-- app: `factory.serve.app.start` with the tiny CPU preset's deployment options and an
+- app: `factory.serve.app_builder.start` with the tiny CPU preset's deployment options and an
   engine that returns a fixed Completion at once (`InstantEngine`): auth check, the
   JSON bounds, pydantic validation, the chat mapping, the handle, the model replica's
   context check and `serve.batch`, the OpenAI response body.
@@ -94,7 +94,7 @@ def start_bare(port_prefix: str) -> str:
 
 
 def app_config(name: str, prefix: str, extra: dict):
-    from factory.serve.config import ServeConfig
+    from factory.serve.serve_config import ServeConfig
 
     tree = {
         "app_name": name,
@@ -121,7 +121,7 @@ def deploy_apps(port: int) -> dict[str, str]:
     """Every side on one Serve instance (one proxy); returns side -> base URL."""
     from ray import serve
 
-    from factory.serve.app import build_application
+    from factory.serve.app_builder import build_application
 
     serve.start(
         http_options={"host": "127.0.0.1", "port": port},

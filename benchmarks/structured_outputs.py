@@ -24,11 +24,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from factory.config import load_run_config
 from factory.models.engine import ChatRequest, EngineConfig, GenerationParams
 from factory.models.json_grammar import JsonLogitsProcessor
 from factory.models.transformers_engine import TransformersEngine
 from factory.prompts import load_prompt
+from factory.run_config import load_run_config
 from factory.stage_kit.chat_step import numbered
 from factory.text import schemas
 from factory.text.parse import ParseError, parse_facts, parse_qa, parse_questions, parse_verdict

@@ -91,14 +91,14 @@ def caption_run(folder: str, examples: int) -> str:
 
 
 def train_config(args: argparse.Namespace, source: str, scratch: str, cpus: float):
-    from factory.train.config import (
+    from factory.train.data import DataConfig
+    from factory.train.methods import MethodConfig
+    from factory.train.train_config import (
         ModelConfig,
         OptimConfig,
         ScalingConfig,
         TrainConfig,
     )
-    from factory.train.data import DataConfig
-    from factory.train.methods import MethodConfig
 
     return TrainConfig(
         name="bench",

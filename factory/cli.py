@@ -15,10 +15,10 @@ import yaml
 from pydantic import ValidationError
 
 from factory.cli_parser import Arg, build_parser, parse
-from factory.config import CaptionRunConfig, load_run_config
 from factory.config_loading import load_config
 from factory.review import DEFAULT_COUNT
 from factory.review.items import REVIEW_FILES
+from factory.run_config import CaptionRunConfig, load_run_config
 
 DEMO_OUTPUT = "factory-demo-output"
 Overrides = Annotated[
@@ -83,7 +83,7 @@ def train(
     overrides: Overrides = (),
 ) -> int:
     """Fine-tune a captioner with Ray Train."""
-    from factory.train.config import TrainConfig
+    from factory.train.train_config import TrainConfig
     from factory.train.trainer import run_training
 
     result = run_training(load_config(config, overrides, model=TrainConfig))
@@ -103,8 +103,8 @@ def serve(
 ) -> int:
     """Serve the models over HTTP with Ray Serve."""
     # imported here: the serving stack (Ray Serve, FastAPI) loads only for this command
-    from factory.serve.app import run_locally
-    from factory.serve.config import ServeConfig
+    from factory.serve.app_builder import run_locally
+    from factory.serve.serve_config import ServeConfig
 
     run_locally(load_config(config, overrides, model=ServeConfig))
     return 0
@@ -183,13 +183,13 @@ def evaluate(
     prediction_column: Annotated[str | None, Arg("caption column of the predictions")] = None,
     reference_column: Annotated[str | None, Arg("caption column(s) of the references")] = None,
     config: Annotated[
-        str | None, Arg("YAML with EvalConfig fields (see factory/eval/config.py)")
+        str | None, Arg("YAML with EvalConfig fields (see factory/eval/eval_config.py)")
     ] = None,
     overrides: Overrides = (),
 ) -> int:
     """Caption metrics, QA scores, diversity, HTML report."""
-    from factory.eval.config import EvalConfig
-    from factory.eval.run_eval import DEFAULT_OUT, evaluate_files, evaluate_run
+    from factory.eval.eval_command import DEFAULT_OUT, evaluate_files, evaluate_run
+    from factory.eval.eval_config import EvalConfig
 
     if (predictions is None) == (run is None):
         raise ValueError("give one of --predictions or --run")

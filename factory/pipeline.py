@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from factory import __version__, records
-from factory.config import CaptionRunConfig
 from factory.io.listing_spill import SpilledListing
 from factory.io.outputs import ShardWriter
 from factory.models.placement import model_steps
+from factory.run_config import CaptionRunConfig
 from factory.stage_kit.contract import Columns, MissingColumnsError, Resources
 from factory.stage_kit.crash_guard import CrashGuardedStage
 from factory.stages.caption import CaptionStage

@@ -19,7 +19,6 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from factory import __version__
-from factory.config import CaptionRunConfig
 from factory.dedup.service import start_for_steps, stop_dedup_index
 from factory.io import outputs, uris
 from factory.io.listing import ListingScan
@@ -32,6 +31,7 @@ from factory.models.placement import (
     services,
     unpicked_adapters,
 )
+from factory.run_config import CaptionRunConfig
 from factory.stage_kit.crash_guard import start_ledger
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ def run_caption(config: CaptionRunConfig) -> RunResult:
 def _write_report(output: str, result: RunResult) -> None:
     """report.html beside the outputs; a report that fails is reported, the run stands."""
     try:
-        from factory.eval.report import write_run_report
+        from factory.eval.run_report import write_run_report
 
         write_run_report(output)
     except Exception as error:  # noqa: BLE001 - the captions are written; say why, go on

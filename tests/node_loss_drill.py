@@ -18,7 +18,7 @@ import time
 import ray
 from ray.cluster_utils import Cluster
 
-from factory.config import load_run_config
+from factory.run_config import load_run_config
 from factory.runner import run_caption
 
 SLOW = "tests.drill_engines:SlowEngine"

@@ -119,4 +119,4 @@ def test_only_the_run_config_and_the_plan_import_stage_modules():
         if not module.startswith("factory.stages")
         and any(n.startswith("factory.stages.") for n in names)
     }
-    assert importers == {"factory.config", "factory.pipeline"}
+    assert importers == {"factory.run_config", "factory.pipeline"}

@@ -1,6 +1,5 @@
 import pytest
 
-from factory.config import load_run_config
 from factory.pipeline import (
     ResourceError,
     StageStep,
@@ -10,6 +9,7 @@ from factory.pipeline import (
     skipped_stages,
     stage_steps,
 )
+from factory.run_config import load_run_config
 from factory.stage_kit.contract import MissingColumnsError, Resources
 from factory.stages.caption import CaptionStage
 from factory.stages.validate import ValidateStage

@@ -88,7 +88,7 @@ def test_killed_driver_then_rerun_writes_every_image_exactly_once(tmp_path):
 
 
 def test_a_run_that_adds_inputs_records_the_whole_output_and_its_own_share(tmp_path, ray_local):
-    from factory.config import load_run_config
+    from factory.run_config import load_run_config
     from factory.runner import run_caption
 
     source, output = tmp_path / "in", tmp_path / "out"

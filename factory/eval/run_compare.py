@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from factory.eval import html, plots
-from factory.eval.config import EvalConfig
+from factory.eval.eval_config import EvalConfig
 from factory.eval.run_stats import load_run, summarise
 
 SECTION = "baseline"

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from factory.eval import html
-from factory.eval.config import EvalConfig
 from factory.eval.diversity import Embed
-from factory.eval.evaluate import evaluate_captions
+from factory.eval.eval_config import EvalConfig
 from factory.eval.inputs import caption_references, is_qa, qa_items
 from factory.eval.run_stats import caption_text_columns
+from factory.eval.score_tables import evaluate_captions
 from factory.eval.vqa import QAItem, score_vqa
 from factory.io import outputs
 

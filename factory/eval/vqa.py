@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from factory.text.normalise import words
-from factory.text.parse.errors import CANNOT_TELL
+from factory.text.parse.parse_errors import CANNOT_TELL
 from factory.text.parse.qa import normalise_answer
 
 ABSTAIN = "cannot tell"

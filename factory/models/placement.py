@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from factory.models.engine import EngineConfig, ServiceEndpoint
-from factory.serve.config import ModelDeploymentOptions
+from factory.serve.serve_config import ModelDeploymentOptions
 
 SERVICE_KIND = "service"
 

@@ -40,9 +40,9 @@ from factory.review.draft_prompt import (
     encode_prompts,
     read_settings,
 )
-from factory.review.errors import FolderNotEmpty, NothingToReview, ReviewError
 from factory.review.items import REVIEW_FILES, FactCheck, HealthFlag, ReviewFormat, ReviewItem
 from factory.review.items import encode as encode_items
+from factory.review.review_errors import FolderNotEmpty, NothingToReview, ReviewError
 
 SCORED = ("uri", "critic_score", "draft_caption")  # without these the critic did not run
 # what an item is built from; the captions rows also hold image bytes and embeddings,

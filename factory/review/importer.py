@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 from factory.io import uris
 from factory.prompts import load_prompt
 from factory.review.draft_prompt import read_prompts
-from factory.review.errors import MalformedReview, ReviewError
 from factory.review.items import ReadItem, find_review_file, read_review
+from factory.review.review_errors import MalformedReview, ReviewError
 
 PAIRS_SCHEMA = pa.schema(
     [

@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from factory.io import uris
-from factory.review.errors import MalformedReview
+from factory.review.review_errors import MalformedReview
 
 ReviewFormat = Literal["jsonl", "csv"]
 REVIEW_FILES: dict[str, str] = {"jsonl": "review.jsonl", "csv": "review.csv"}

@@ -1,6 +1,7 @@
 """Ray Serve: caption, QA and OpenAI-compatible chat endpoints over the factory's models.
 
-`config` (typed config, light), `app` (the builder: config -> Serve application),
-`api_server` (the HTTP ingress) and `model_server` (one engine per replica, batching,
-adapters). Ray Serve, FastAPI and the engines load only in the modules that use them.
+`serve_config` (typed config, light), `app_builder` (config -> Serve application),
+`ingress` (the HTTP ingress deployment) with its `routes`, `model_deployment` (one engine
+per replica, batching, adapters) and `caption_tasks` (caption, QA, critic over it). Ray
+Serve, FastAPI and the engines load only in the modules that use them.
 """

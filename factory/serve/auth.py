@@ -5,8 +5,8 @@ from __future__ import annotations
 import hmac
 import os
 
-from factory.serve.config import AuthConfig
-from factory.serve.errors import ApiError
+from factory.serve.api_errors import ApiError
+from factory.serve.serve_config import AuthConfig
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 

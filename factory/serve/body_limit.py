@@ -17,7 +17,7 @@ import asyncio
 import json
 from typing import Any
 
-from factory.serve.errors import ApiError
+from factory.serve.api_errors import ApiError
 
 
 class BodyTooLarge(Exception):

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from factory.models.engine import Completion, StreamChunk
-from factory.serve.errors import ApiError
+from factory.serve.api_errors import ApiError
 from factory.serve.openai_chat import usage
 
 

@@ -21,8 +21,8 @@ from factory.io.images import (
     normalise_image,
 )
 from factory.records import RejectRecord
-from factory.serve.config import RequestLimits
-from factory.serve.errors import ApiError
+from factory.serve.api_errors import ApiError
+from factory.serve.serve_config import RequestLimits
 from factory.serve.url_fetch import ImageFetcher
 
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<b64>;base64)?,", re.IGNORECASE)

@@ -14,8 +14,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from factory.serve.config import RequestLimits
-from factory.serve.errors import ApiError
+from factory.serve.api_errors import ApiError
+from factory.serve.serve_config import RequestLimits
 
 # Fields holding image data (base64, data or http URLs): bounded by max_image_bytes.
 IMAGE_FIELDS = frozenset({"image", "image_url", "url"})

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from factory.models.placement import service_app_name
-from factory.serve.config import ServeConfig
+from factory.serve.serve_config import ServeConfig
 
 if TYPE_CHECKING:
     from factory.models.placement import ModelSpec
@@ -69,7 +69,7 @@ def start_model_services(services: dict[str, ModelSpec], run_id: str) -> Running
     from ray import serve
     from ray.serve.context import _get_global_client
 
-    from factory.serve.model_server import ModelServer
+    from factory.serve.model_deployment import ModelServer
 
     running = RunningServices()
     if not services:

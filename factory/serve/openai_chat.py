@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from factory.models.engine import ChatRequest, Completion, GenerationParams
-from factory.serve.config import RequestLimits
-from factory.serve.errors import ApiError
+from factory.serve.api_errors import ApiError
 from factory.serve.schemas import ChatCompletionRequest, ChatMessage
+from factory.serve.serve_config import RequestLimits
 
 FetchImage = Callable[[str], Awaitable[bytes]]
 # vLLM decodes greedily below this temperature; so do we, instead of dividing by ~0.

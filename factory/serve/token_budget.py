@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from factory.models.engine import ChatRequest, Completion, GenerationParams
-from factory.serve.errors import ApiError
+from factory.serve.api_errors import ApiError
 
 # Room for what the chat template adds around the texts (role markers, BOS, headers).
 TEMPLATE_TOKENS = 64

@@ -21,8 +21,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
-from factory.serve.config import UrlFetchConfig
-from factory.serve.errors import ApiError
+from factory.serve.api_errors import ApiError
+from factory.serve.serve_config import UrlFetchConfig
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

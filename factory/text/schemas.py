@@ -22,8 +22,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from factory.text.normalise import fold, snippet, strip_inline_markdown
-from factory.text.parse.errors import ParseError, QAPair, Question
-from factory.text.parse.errors import Verdict as VerdictValue
+from factory.text.parse.parse_errors import ParseError, QAPair, Question
+from factory.text.parse.parse_errors import Verdict as VerdictValue
 from factory.text.parse.qa import normalise_answer
 
 DEFAULT_MAX_CHARS = 400

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     import torch
 
-    from factory.train.config import TrainConfig
     from factory.train.deepspeed_config import DeepSpeedConfig
+    from factory.train.train_config import TrainConfig
 
 T = TypeVar("T")
 

@@ -31,7 +31,6 @@ from factory import plugins
 from factory.io import uris
 from factory.models.images import decode_image
 from factory.train.collate import collate_preference, collate_sft
-from factory.train.config import TrainConfig
 from factory.train.data import epoch_examples, load_examples
 from factory.train.distributed import (
     adamw_class,
@@ -46,6 +45,7 @@ from factory.train.energy import GpuEnergyMeter
 from factory.train.generate import generate_text
 from factory.train.losses import RewardShift, preference_loss, sequence_logps
 from factory.train.methods import load_for_training, parameter_groups
+from factory.train.train_config import TrainConfig
 from factory.train.validation import validation_metrics
 
 STATE_FILE = "trainer_state.pt"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from factory.train.config import TrainConfig
 from factory.train.data import Split, load_examples
+from factory.train.train_config import TrainConfig
 
 
 class TrainingRefused(ValueError):

@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from factory.io import uris
-from factory.train.config import TrainConfig
 from factory.train.preflight import check_data, check_resources, fixed_size_cluster
+from factory.train.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 

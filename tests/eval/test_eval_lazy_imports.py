@@ -9,11 +9,11 @@ from __future__ import annotations
 from tests.test_lazy_imports import HEAVY_MODULES, _modules_loaded_by
 
 EVAL_MODULES = (
-    "factory.eval.config",
-    "factory.eval.report",
-    "factory.eval.eval_report",
-    "factory.eval.evaluate",
-    "factory.eval.run_eval",
+    "factory.eval.eval_config",
+    "factory.eval.run_report",
+    "factory.eval.metrics_report",
+    "factory.eval.score_tables",
+    "factory.eval.eval_command",
     "factory.eval.captioning",
     "factory.eval.diversity",
     "factory.eval.vqa",

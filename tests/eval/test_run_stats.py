@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from factory.eval.hallucination import HallucinationConfig
-from factory.eval.report import write_run_report
+from factory.eval.run_report import write_run_report
 from factory.eval.run_stats import load_run, summarise
 
 TAG = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])

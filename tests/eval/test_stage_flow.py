@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from factory.eval.report import stage_flow
+from factory.eval.run_report import stage_flow
 
 
 def test_stage_flow_by_hand():

@@ -8,7 +8,6 @@ import pytest
 from pydantic import ValidationError
 
 from factory.cli import main, samples_dir
-from factory.config import load_run_config
 from factory.models.placement import (
     PlanError,
     check_adapters_loadable,
@@ -16,6 +15,7 @@ from factory.models.placement import (
     place_models,
     service_reservations,
 )
+from factory.run_config import load_run_config
 from tests.serve.adapters import make_lora_adapter
 
 GPU_PRESET = "jobs/configs/caption_ultra_gpu.yaml"

@@ -150,7 +150,7 @@ def _fits(cluster: dict, cpus: float, gpus: float, custom: dict | None = None) -
 
 def _deployments(preset):
     from factory.config_loading import load_config
-    from factory.serve.config import DeploymentOptions, ServeConfig
+    from factory.serve.serve_config import DeploymentOptions, ServeConfig
 
     config = load_config(preset, model=ServeConfig)
     found = [(n, getattr(config, n)) for n in type(config).model_fields]
@@ -158,10 +158,10 @@ def _deployments(preset):
 
 
 def test_every_preset_fits_a_node_type():
-    from factory.config import load_run_config
     from factory.config_loading import load_config
     from factory.pipeline import stage_steps
-    from factory.train.config import TrainConfig
+    from factory.run_config import load_run_config
+    from factory.train.train_config import TrainConfig
 
     cluster, checked = load_cluster(), 0
     for preset in sorted((ROOT / "jobs" / "configs").glob("*.yaml")):

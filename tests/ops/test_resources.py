@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from factory.config import load_run_config
 from factory.pipeline import stage_steps
+from factory.run_config import load_run_config
 from tests.ops.cluster_config import ROOT
 
 CONFIGS = ROOT / "jobs" / "configs"

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from factory.io import uris
-from factory.review.errors import FolderNotEmpty, NothingToReview
 from factory.review.export import export_review
 from factory.review.items import read_review
+from factory.review.review_errors import FolderNotEmpty, NothingToReview
 from tests.review import fakerun
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from factory.io import uris
 from factory.prompts import load_prompt
-from factory.review.errors import MalformedReview, ReviewError
 from factory.review.export import export_review
 from factory.review.importer import PAIRS_SCHEMA, import_review
+from factory.review.review_errors import MalformedReview, ReviewError
 from tests.review import fakerun
 
 NEW_CAPTION = "A painting with a red boat on the right, under a pale sky."

@@ -7,7 +7,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from factory.serve.config import ServeConfig
+from factory.serve.serve_config import ServeConfig
 
 
 def free_port() -> int:
@@ -33,10 +33,10 @@ def serve_config(**fields: Any) -> ServeConfig:
 
 @contextlib.contextmanager
 def running_app(config: ServeConfig) -> Iterator[str]:
-    """Deploys through factory.serve.app.start (the CLI's path); yields the base URL."""
+    """Deploys through factory.serve.app_builder.start (the CLI's path); yields the base URL."""
     from ray import serve
 
-    from factory.serve.app import start
+    from factory.serve.app_builder import start
 
     url = start(config)
     try:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from factory.serve.config import ServeConfig
+from factory.serve.serve_config import ServeConfig
 
-BUILDER = "factory.serve.app:build_app"
+BUILDER = "factory.serve.app_builder:build_app"
 
 
 def check_serve_deploy_file(path: Path) -> list[ServeConfig]:

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from tests.test_lazy_imports import HEAVY_MODULES, _modules_loaded_by
 
-SERVE_LIGHT = ("factory.serve", "factory.serve.config", "factory.serve.app", "factory.cli")
+SERVE_LIGHT = (
+    "factory.serve",
+    "factory.serve.serve_config",
+    "factory.serve.app_builder",
+    "factory.cli",
+)
 
 
 def test_serving_config_and_builder_are_light():

@@ -15,8 +15,8 @@ import yaml
 from pydantic import ValidationError
 
 from factory.config_loading import load_config
-from factory.serve.app import build_app, build_application
-from factory.serve.config import ServeConfig
+from factory.serve.app_builder import build_app, build_application
+from factory.serve.serve_config import ServeConfig
 from tests.serve.apps import free_port
 from tests.serve.presets import check_serve_deploy_file
 

@@ -7,8 +7,8 @@ import ipaddress
 
 import pytest
 
-from factory.serve.config import UrlFetchConfig
-from factory.serve.errors import ApiError
+from factory.serve.api_errors import ApiError
+from factory.serve.serve_config import UrlFetchConfig
 from factory.serve.url_fetch import ImageFetcher, address_problem
 from tests.imagegen import jpeg
 from tests.serve.image_host import image_host

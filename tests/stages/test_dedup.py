@@ -211,8 +211,8 @@ def test_shards_seed_from_the_images_already_written(tmp_path, ray_local):
 
 
 def test_a_run_keeps_each_first_occurrence_through_sharded_parallel_dedup(tmp_path, ray_local):
-    from factory.config import load_run_config
     from factory.io.outputs import read_output
+    from factory.run_config import load_run_config
     from factory.runner import run_caption
 
     source = tmp_path / "in"

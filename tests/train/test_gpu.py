@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from factory.train.config import TrainConfig
 from factory.train.methods import MethodConfig, load_for_training
+from factory.train.train_config import TrainConfig
 
 pytestmark = pytest.mark.gpu
 

@@ -9,8 +9,8 @@ import pytest
 
 from factory.cli import main
 from factory.config_loading import load_config
-from factory.train.config import TrainConfig
 from factory.train.preflight import TrainingRefused, check_data, check_resources
+from factory.train.train_config import TrainConfig
 
 
 def config(*settings: str) -> TrainConfig:

@@ -16,7 +16,9 @@ normalise_answer), `captions` (clean_caption).
 from __future__ import annotations
 
 from factory.text.parse.captions import clean_caption
-from factory.text.parse.errors import (
+from factory.text.parse.facts import parse_facts
+from factory.text.parse.items import parse_items
+from factory.text.parse.parse_errors import (
     CANNOT_TELL,
     CONSISTENT,
     INCONSISTENT,
@@ -26,8 +28,6 @@ from factory.text.parse.errors import (
     Question,
     Verdict,
 )
-from factory.text.parse.facts import parse_facts
-from factory.text.parse.items import parse_items
 from factory.text.parse.qa import normalise_answer, parse_qa
 from factory.text.parse.questions import parse_questions
 from factory.text.parse.verdicts import normalise_verdict, parse_verdict

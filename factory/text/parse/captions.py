@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from factory.text.normalise import prepare, snippet, strip_inline_markdown
-from factory.text.parse.errors import ParseError
 from factory.text.parse.items import _HEADER, _RULE, _is_chatter, _strip_marker, _strip_quotes
+from factory.text.parse.parse_errors import ParseError
 
 _INTERJECTION = re.compile(
     r"^(?:sure|certainly|of course|okay|ok|absolutely|alright|great|got it)\b[!.,:]*\s*", re.I

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from factory.text.normalise import fold, snippet, strip_inline_markdown
-from factory.text.parse.errors import ParseError, _require_text
 from factory.text.parse.items import _ITEM_KEYS, _items, _json_list, _json_strings, _strip_quotes
+from factory.text.parse.parse_errors import ParseError, _require_text
 
 _FACT_LABEL = re.compile(r"^(?:atomic\s+)?(?:fact|statement|claim)\s*\d*\s*[:.\-]\s*", re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(]?[A-Z0-9])")

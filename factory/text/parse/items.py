@@ -10,7 +10,7 @@ from typing import Any
 from factory.text.labels import match_label
 from factory.text.lenient_json import find_json_spans
 from factory.text.normalise import fold, snippet, strip_inline_markdown
-from factory.text.parse.errors import ParseError, _require_text
+from factory.text.parse.parse_errors import ParseError, _require_text
 
 # ---------------------------------------------------------------------------- lines
 

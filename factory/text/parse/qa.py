@@ -8,7 +8,6 @@ from typing import Any
 
 from factory.text.labels import match_label
 from factory.text.normalise import fold, snippet, strip_inline_markdown
-from factory.text.parse.errors import CANNOT_TELL, ParseError, QAPair, _require_text
 from factory.text.parse.items import (
     _HEADER,
     _RULE,
@@ -18,6 +17,7 @@ from factory.text.parse.items import (
     _strip_quotes,
     _tagged,
 )
+from factory.text.parse.parse_errors import CANNOT_TELL, ParseError, QAPair, _require_text
 
 _CANNOT_TELL = re.compile(
     # "Unknown", "It is not visible", "The creator cannot be identified from the image"

@@ -8,8 +8,8 @@ from typing import Any
 
 from factory.text.labels import match_label
 from factory.text.normalise import fold, snippet, strip_inline_markdown
-from factory.text.parse.errors import ParseError, Question, _require_text
 from factory.text.parse.items import _field, _is_chatter, _items, _json_list, _tagged
+from factory.text.parse.parse_errors import ParseError, Question, _require_text
 
 _QUESTION_KEYS = ("question", "q", "text", "query")
 _DIMENSION_KEYS = ("dimension", "dim", "aspect", "category", "tag", "type")

@@ -6,7 +6,8 @@ import re
 
 from factory.text.lenient_json import find_json
 from factory.text.normalise import snippet, strip_inline_markdown
-from factory.text.parse.errors import (
+from factory.text.parse.items import _field, _strip_quotes
+from factory.text.parse.parse_errors import (
     CONSISTENT,
     INCONSISTENT,
     UNVERIFIABLE,
@@ -14,7 +15,6 @@ from factory.text.parse.errors import (
     Verdict,
     _require_text,
 )
-from factory.text.parse.items import _field, _strip_quotes
 
 _UNVERIFIABLE = (
     r"un\s*-?verifiable|not\s+verifiable|non-?verifiable|unverified|not\s+verified"

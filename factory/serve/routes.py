@@ -25,16 +25,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from factory.models.engine import Completion
 from factory.serve import openai_chat
+from factory.serve.api_errors import ApiError
 from factory.serve.auth import check_bearer
 from factory.serve.body_limit import BodyLimit, BodyStalled, BodyTooLarge
 from factory.serve.chat_stream import sse_events
-from factory.serve.config import RequestLimits
-from factory.serve.errors import ApiError
 from factory.serve.json_body import check_text, parse_json
 from factory.serve.schemas import CaptionRequest, ChatCompletionRequest, ImageFields, QARequest
+from factory.serve.serve_config import RequestLimits
 
 if TYPE_CHECKING:  # the server builds these routes around itself
-    from factory.serve.api_server import ApiServer
+    from factory.serve.ingress import ApiServer
 
 logger = logging.getLogger("ray.serve")
 # validation problems listed in a 422: enough to act on, never megabytes

@@ -1,7 +1,8 @@
 """The HTTP ingress: checks requests, then calls the model deployment through its handle.
 
-A plain class; `factory.serve.app` makes it a Serve deployment with `serve.ingress`, which
-calls `__serve_build_asgi_app__` on each replica for the FastAPI routes (`http_api`).
+A plain class; `factory.serve.app_builder` makes it a Serve deployment with
+`serve.ingress`, which calls `__serve_build_asgi_app__` on each replica for the FastAPI
+routes (`routes.build_http_api`).
 Everything a client can get wrong is refused here, before a model replica spends time:
 auth, body size, JSON, model name, style, image checks, URL fetch limits. The model
 deployment's bounded queue turns overload into a 503 with Retry-After.
@@ -18,12 +19,12 @@ from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from factory.models.engine import ChatRequest, GenerationParams, StreamChunk
+from factory.serve.api_errors import ApiError
 from factory.serve.auth import read_api_keys
-from factory.serve.config import ServeConfig
-from factory.serve.errors import ApiError
+from factory.serve.caption_tasks import Tasks
 from factory.serve.image_input import ImageInput, image_limits
-from factory.serve.model_server import Generated
-from factory.serve.tasks import Tasks
+from factory.serve.model_deployment import Generated
+from factory.serve.serve_config import ServeConfig
 from factory.serve.url_fetch import ImageFetcher
 
 
@@ -40,7 +41,7 @@ class ApiServer:
         self._stream_handles: dict[str | None, Any] = {}
 
     def __serve_build_asgi_app__(self) -> Any:
-        from factory.serve.http_api import build_http_api
+        from factory.serve.routes import build_http_api
 
         return build_http_api(self)
 

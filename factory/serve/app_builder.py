@@ -7,7 +7,7 @@ through a deployment handle with the adapter as multiplexed model id.
 
 - `build_application(config)`: what `factory serve` and the tests run.
 - `build_app(args)`: the import path for `serve run` / `serve deploy` config files
-  (`import_path: factory.serve.app:build_app`), args either the config inline or
+  (`import_path: factory.serve.app_builder:build_app`), args either the config inline or
   `{config_path: ..., overrides: [...]}`.
 - `run_locally(config)`: start Serve on this machine, block until Ctrl-C, shut down
   gracefully (each replica finishes its requests within graceful_shutdown_timeout_s).
@@ -19,14 +19,14 @@ import signal
 import threading
 from typing import Any
 
-from factory.serve.config import ServeConfig
+from factory.serve.serve_config import ServeConfig
 
 
 def build_application(config: ServeConfig) -> Any:
     from ray import serve
 
-    from factory.serve.api_server import ApiServer
-    from factory.serve.model_server import ModelServer
+    from factory.serve.ingress import ApiServer
+    from factory.serve.model_deployment import ModelServer
 
     model = serve.deployment(name="model", **config.model_deployment.serve_options())(ModelServer)
     # serve.ingress() without an app: ApiServer builds its FastAPI app on each replica
@@ -37,7 +37,7 @@ def build_application(config: ServeConfig) -> Any:
 
 
 def build_app(args: dict[str, Any]) -> Any:
-    """Serve's app-builder entry point (`serve run factory.serve.app:build_app ...`)."""
+    """Serve's app-builder entry point (`serve run factory.serve.app_builder:build_app ...`)."""
     from factory.config_loading import load_config
 
     args = dict(args)

@@ -1,6 +1,6 @@
 """The model deployment: one engine per replica, batching, adapters on demand, isolation.
 
-A plain class; `factory.serve.app` makes it a Serve deployment, and the pipeline's model
+A plain class; `factory.serve.app_builder` makes it a Serve deployment, and the pipeline's model
 services deploy it too. Requests name an adapter through Serve's multiplexed model id, so
 the router sends them to replicas that already hold it; `serve.multiplexed` keeps at most
 `max_adapters_per_replica` per replica and evicts the least recently used.
@@ -34,9 +34,9 @@ from factory.models.engine import (
     StreamChunk,
 )
 from factory.models.engine_loader import load_engine
-from factory.serve.config import ServeConfig
+from factory.serve.api_errors import ApiError
 from factory.serve.engine_calls import SyncEngineCalls, Ticket
-from factory.serve.errors import ApiError
+from factory.serve.serve_config import ServeConfig
 from factory.serve.token_budget import TokenBudget
 
 BatchItem = tuple[ChatRequest, str, Ticket]

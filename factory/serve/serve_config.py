@@ -1,7 +1,7 @@
 """Typed config of the serving app: models, endpoints' prompts, limits, security, scaling.
 
 Light on purpose (pydantic only): `factory serve`, the preset tests and `factory config`
-read it on the driver. `factory.serve.app.build_application` turns it into a Serve
+read it on the driver. `factory.serve.app_builder.build_application` turns it into a Serve
 application; nothing else reads deployment options.
 """
 

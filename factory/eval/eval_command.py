@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from factory import records
-from factory.eval.config import EvalConfig
 from factory.eval.diversity import Embed
+from factory.eval.eval_config import EvalConfig
 from factory.io import outputs, uris
 
 
@@ -36,10 +36,10 @@ def evaluate_files(
     out: str = DEFAULT_OUT,
 ) -> int:
     """Score predictions against references; metrics.json and report.html go into `out`."""
-    from factory.eval.eval_report import eval_report_html
-    from factory.eval.evaluate import evaluate_tables
     from factory.eval.gallery import folder_images
     from factory.eval.inputs import read_table
+    from factory.eval.metrics_report import eval_report_html
+    from factory.eval.score_tables import evaluate_tables
 
     predictions, references = read_table(predictions_uri), read_table(references_uri)
     for name, table in (("predictions", predictions), ("references", references)):
@@ -90,7 +90,7 @@ def evaluate_run(
 ) -> int:
     """Describe a caption run (against references, against a baseline run); metrics.json
     and report.html go into `out`, the run's own output unless given."""
-    from factory.eval.report import write_run_report
+    from factory.eval.run_report import write_run_report
     from factory.eval.run_stats import without_values
 
     if not _is_run_output(run):

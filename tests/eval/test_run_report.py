@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from factory.cli import main, samples_dir
-from factory.eval.report import stage_flow
+from factory.eval.run_report import stage_flow
 from tests.eval.browser import chromium_path, render
 from tests.test_caption_loop_cli import scripted_config
 

@@ -4,8 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from factory.cli import main
-from factory.config import CaptionRunConfig, load_run_config
 from factory.config_loading import load_config
+from factory.run_config import CaptionRunConfig, load_run_config
 from factory.stages.critic import CriticConfig
 
 PRESETS = sorted((Path(__file__).parent.parent / "jobs" / "configs").glob("*.yaml"))
@@ -23,7 +23,7 @@ def test_every_preset_parses(preset):
     # train_* presets are training runs, serve_* serving configs (serve_deploy_* are Serve
     # config files whose app args are one); every other preset is a caption run
     if preset.name.startswith("train_"):
-        from factory.train.config import TrainConfig
+        from factory.train.train_config import TrainConfig
 
         assert isinstance(load_config(preset, model=TrainConfig), TrainConfig)
     elif preset.name.startswith("serve_deploy_"):
@@ -31,7 +31,7 @@ def test_every_preset_parses(preset):
 
         check_serve_deploy_file(preset)
     elif preset.name.startswith("serve_"):
-        from factory.serve.config import ServeConfig
+        from factory.serve.serve_config import ServeConfig
 
         assert isinstance(load_config(preset, model=ServeConfig), ServeConfig)
     else:

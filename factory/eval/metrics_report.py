@@ -8,9 +8,9 @@ Sections: summary, metrics, distributions (captions), per_category (QA), diversi
 from __future__ import annotations
 
 from factory.eval import html, plots
-from factory.eval.config import EvalConfig
-from factory.eval.evaluate import Evaluation
+from factory.eval.eval_config import EvalConfig
 from factory.eval.gallery import thumbnail
+from factory.eval.score_tables import Evaluation
 
 # the per-image score the gallery sorts by, first found
 GALLERY_ORDER = ("CIDEr-D", "BLEU-4", "ROUGE-L", "ROUGE-1", "CLIPScore")

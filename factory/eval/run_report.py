@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import Counter
 
 from factory.eval import html, plots
-from factory.eval.config import AUTOMATIC_REPORT, EvalConfig
 from factory.eval.diversity import Embed
+from factory.eval.eval_config import AUTOMATIC_REPORT, EvalConfig
 from factory.eval.gallery import run_gallery, run_thumbnails
 from factory.eval.run_stats import RunStats, load_run, summarise
 from factory.io import uris

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from factory.eval.captioning import JAVA_METRICS, check_pairs, score_captions_detailed
-from factory.eval.config import EvalConfig
 from factory.eval.diversity import Embed, caption_diversity
+from factory.eval.eval_config import EvalConfig
 from factory.eval.inputs import caption_predictions, caption_references, is_qa, qa_items
 from factory.eval.tokenize import java_available
 from factory.eval.vqa import score_vqa

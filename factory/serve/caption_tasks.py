@@ -15,9 +15,9 @@ from factory.models.engine import ChatRequest, GenerationParams
 from factory.prompts import PromptTemplate, load_prompt
 from factory.prompts.fusion import auxiliary_block
 from factory.prompts.knowledge import knowledge_block
-from factory.serve.config import ServeConfig
-from factory.serve.errors import ApiError
-from factory.serve.model_server import Generated
+from factory.serve.api_errors import ApiError
+from factory.serve.model_deployment import Generated
+from factory.serve.serve_config import ServeConfig
 from factory.text.fact_checks import check, needs_rewrite, verdict_lines
 from factory.text.parse import CONSISTENT, ParseError, clean_caption, normalise_answer, parse_facts
 

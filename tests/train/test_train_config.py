@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from factory.train.config import TrainConfig
+from factory.train.train_config import TrainConfig
 
 
 def config(**fields) -> TrainConfig:
