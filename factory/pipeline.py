@@ -1,4 +1,7 @@
-"""stage_steps(config) -> the checked plan; build_caption_pipeline chains it in Ray Data.
+"""plan_run(config) -> the run's checked Plan; Plan.dataset chains it in Ray Data.
+
+The plan is all this module does: the runner (factory/runner.py) lists, executes,
+accounts and reports.
 
     read -> validate -> fingerprint -> clip -> dedup -> ocr -> detect -> knowledge
          -> caption -> qa -> expand -> decompose -> critic -> rewrite -> health -> write
@@ -128,9 +131,7 @@ def apply(
 
 
 def _step(fn: type, config: Any, resources: Resources | None = None, **kwargs: Any) -> StageStep:
-    # stages whose columns depend on their config (caption styles, ...) say so in columns_for
-    dynamic = hasattr(fn, "columns_for")
-    columns = fn.columns_for(config, *kwargs.values()) if dynamic else fn.COLUMNS
+    columns = fn.columns_for(config, **kwargs)
     return StageStep(fn, {"config": config, **kwargs}, resources or config.resources, columns)
 
 
@@ -142,6 +143,11 @@ LOOP_STAGES = (
     ("critic", CriticStage),
     ("rewrite", RewriteStage),
 )
+
+
+def plan_run(config: CaptionRunConfig, resume_from: str | None) -> Plan:
+    """The run's plan; a plan that cannot work is refused here, before any work."""
+    return Plan(config, stage_steps(config, resume_from), skipped_stages(config))
 
 
 def stage_steps(config: CaptionRunConfig, resume_from: str | None) -> list[StageStep]:
@@ -288,44 +294,57 @@ def input_block_rows(inputs: int, config: CaptionRunConfig) -> int:
     return max(config.ray.rows_per_block, math.ceil(inputs / config.ray.max_input_blocks))
 
 
-def input_blocks(inputs: int, config: CaptionRunConfig) -> int:
-    return math.ceil(inputs / input_block_rows(inputs, config))
+@dataclass(frozen=True)
+class Plan:
+    """A caption run's checked plan: its stages in order, and those left out with why."""
 
+    config: CaptionRunConfig
+    steps: list[StageStep]
+    skipped: dict[str, str]
 
-def build_caption_pipeline(
-    config: CaptionRunConfig, steps: list[StageStep], listing: SpilledListing, run_id: str
-) -> ray.data.Dataset:
-    """Chain `steps` (from `stage_steps`) over the listing's rows to do, ending in the
-    shard writer.
+    def check_cluster(
+        self, cluster: dict[str, float], services: list[tuple[str, int, float, float]]
+    ) -> None:
+        """Refuse a plan the (fixed-size) cluster cannot run beside the model services."""
+        check_fits(self.steps, cluster.get("CPU", 0.0), cluster.get("GPU", 0.0), services)
+        check_custom_resources(self.steps, cluster)
 
-    Actor stages run behind the run's crash ledger, which the caller starts first
-    (`start_ledger(run_id)`) and keeps alive until the dataset is consumed.
-    """
-    import ray.data
+    def input_blocks(self, rows: int) -> int:
+        """How many blocks the listing's `rows` enter Ray Data as."""
+        return math.ceil(rows / input_block_rows(rows, self.config))
 
-    from factory.io.listing_source import ListingDatasource
+    def dataset(self, listing: SpilledListing, run_id: str) -> ray.data.Dataset:
+        """The steps chained over the listing's rows to do, ending in the shard writer.
 
-    source = ListingDatasource(listing, input_block_rows(listing.rows, config))
-    dataset = ray.data.read_datasource(
-        source,
-        override_num_blocks=input_blocks(listing.rows, config),
-        # the first stage's reservation, which check_fits has made room for beside the actors
-        num_cpus=steps[0].resources.num_cpus,
-    )
-    guard = CrashGuard(run_id, config.ray.max_record_crashes)
-    for step in steps:
-        dataset = apply(dataset, step, guard)
-    writer = ShardWriter(
-        output=config.output,
-        captions_schema=captions_schema(steps),
-        run_id=run_id,
-        factory_version=__version__,
-        compression=config.output_options.compression,
-    )
-    return dataset.map_batches(
-        writer,
-        batch_format="pyarrow",
-        batch_size=config.output_options.rows_per_shard,
-        num_cpus=WRITER_CPUS,
-        zero_copy_batch=True,
-    )
+        Actor stages run behind the run's crash ledger, which the caller starts first
+        (`start_ledger(run_id)`) and keeps alive until the dataset is consumed.
+        """
+        import ray.data
+
+        from factory.io.listing_source import ListingDatasource
+
+        config, steps = self.config, self.steps
+        source = ListingDatasource(listing, input_block_rows(listing.rows, config))
+        dataset = ray.data.read_datasource(
+            source,
+            override_num_blocks=self.input_blocks(listing.rows),
+            # the first stage's reservation, which check_fits has made room for beside actors
+            num_cpus=steps[0].resources.num_cpus,
+        )
+        guard = CrashGuard(run_id, config.ray.max_record_crashes)
+        for step in steps:
+            dataset = apply(dataset, step, guard)
+        writer = ShardWriter(
+            output=config.output,
+            captions_schema=captions_schema(steps),
+            run_id=run_id,
+            factory_version=__version__,
+            compression=config.output_options.compression,
+        )
+        return dataset.map_batches(
+            writer,
+            batch_format="pyarrow",
+            batch_size=config.output_options.rows_per_shard,
+            num_cpus=WRITER_CPUS,
+            zero_copy_batch=True,
+        )

@@ -1,6 +1,8 @@
-"""Run a caption job: list, skip what is already written, stream, account, record.
+"""A caption run, top to bottom: plan -> list -> execute -> account -> report.
 
-The accounting invariant is checked here, at the end of every run:
+`run_caption` reads as those five steps. The plan (factory/pipeline.py) is checked before
+anything is listed; the listing skips what the output already holds; the execution
+streams the rest through Ray Data; the accounting invariant is checked at the end:
     inputs = accepted + rejected + duplicates + skipped_existing
 """
 
@@ -26,26 +28,18 @@ from factory.io.listing_spill import SpilledListing, spill_listing
 from factory.models.placement import (
     check_adapters_loadable,
     check_gpu_memory,
+    model_steps,
     place_models,
     service_reservations,
     services,
     unpicked_adapters,
 )
+from factory.pipeline import Plan, plan_run
 from factory.run_config import CaptionRunConfig
 from factory.stage_kit.crash_guard import start_ledger
 
 if TYPE_CHECKING:
     import ray.data
-from factory.pipeline import (
-    StageStep,
-    build_caption_pipeline,
-    check_custom_resources,
-    check_fits,
-    engine_models,
-    input_blocks,
-    skipped_stages,
-    stage_steps,
-)
 
 _VERSIONED = ("ray", "pyarrow", "numpy", "pillow", "pydantic", "torch", "transformers", "vllm")
 
@@ -95,12 +89,13 @@ def package_versions() -> dict[str, str]:
     return found
 
 
-def _notes(config: CaptionRunConfig) -> list[str]:
+def _notes(plan: Plan) -> list[str]:
     from factory.models.weights import builtin_note
 
-    notes = [f"skipped {name}: {why}" for name, why in skipped_stages(config).items()]
+    config = plan.config
+    notes = [f"skipped {name}: {why}" for name, why in plan.skipped.items()]
     models = {name: getattr(config, name).model for name in ("clip", "detect")}
-    models |= engine_models(config)
+    models |= {where: step.engine.model for where, step in model_steps(config)}
     for stage, model in models.items():
         if model and (note := builtin_note(model)):
             notes.append(f"{stage} by {model}, a {note}")
@@ -119,29 +114,37 @@ def run_caption(config: CaptionRunConfig) -> RunResult:
     check_output_folder(config.output)
     started = time.perf_counter()
     run_id = config.run_id or new_run_id()
+
+    # plan: models placed, the plan checked, before anything is read
     config = place_models(config, run_id)  # steps naming a model get its placed engine
-    check_gpu_memory(config)  # a bad plan fails before any work
+    check_gpu_memory(config)
     check_adapters_loadable(config)
-    steps = stage_steps(config, resume_from=config.output)
+    plan = plan_run(config, resume_from=config.output)
+
+    # list: into parts beside the outputs (every read task reaches them), minus what the
+    # output already holds
     scan = ListingScan(config.input, tuple(e.lower() for e in config.extensions))
-    # the listing goes beside the outputs, where every read task can reach it
     listing = spill_listing(
         scan, uris.join(config.output, "_listing", run_id), outputs.existing_uris(config.output)
     )
-    result = RunResult(
-        run_id=run_id, output=config.output, counts=RunCounts(), notes=_notes(config)
-    )
+    result = RunResult(run_id=run_id, output=config.output, counts=RunCounts(), notes=_notes(plan))
     result.counts.inputs = listing.inputs
     result.counts.skipped_existing = listing.inputs - listing.rows
+
+    # execute
     try:
         if listing.rows:
-            _stream(config, steps, listing, run_id, result)
+            _execute(plan, listing, run_id, result)
     finally:
         listing.remove()
     result.wall_seconds = time.perf_counter() - started
-    _record(config, listing.ignored_files, result)
+
+    # account: run.json describes the whole output; rows must add up
+    _record(plan, listing.ignored_files, result)
     if not result.counts.balanced():
         raise InvariantError(f"inputs do not add up: {result.counts}")
+
+    # report
     _write_report(config.output, result)
     return result
 
@@ -177,15 +180,12 @@ def local_ray_settings(config: CaptionRunConfig) -> dict[str, Any]:
     return {"_system_config": system}
 
 
-def _stream(
-    config: CaptionRunConfig,
-    steps: list[StageStep],
-    listing: SpilledListing,
-    run_id: str,
-    result: RunResult,
-) -> None:
+def _execute(plan: Plan, listing: SpilledListing, run_id: str, result: RunResult) -> None:
+    """Ray started (or joined), the plan checked against it, the run's helpers started
+    (crash ledger, dedup index shards, model services), the dataset streamed and counted."""
     import ray
 
+    config = plan.config
     if not ray.is_initialized():
         # "local" unless told otherwise: a plain ray.init() would join whatever cluster a
         # `ray start` on this machine left in /tmp/ray, which the config never asked for
@@ -198,21 +198,18 @@ def _stream(
         )
     model_services = services(config.models, config)
     if _fixed_size_cluster(config):
-        total = ray.cluster_resources()
-        reserved = service_reservations(config.models, config)
-        check_fits(steps, total.get("CPU", 0.0), total.get("GPU", 0.0), reserved)
-        check_custom_resources(steps, total)
+        plan.check_cluster(ray.cluster_resources(), service_reservations(config.models, config))
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = config.ray.preserve_order
-    result.input_blocks = input_blocks(listing.rows, config)
+    result.input_blocks = plan.input_blocks(listing.rows)
     ledger = start_ledger(run_id)  # the actor stages' crash ledger, for this run only
     dedup_index: list = []
     running = None
     try:
         # dedup's index shards (hashes only), seeded from the output before the stream
-        dedup_index = start_for_steps(steps, config.output, listing, config.ray.preserve_order)
+        dedup_index = start_for_steps(plan.steps, config.output, listing, config.ray.preserve_order)
         running = _start_services(model_services, run_id)
-        _consume(build_caption_pipeline(config, steps, listing, run_id), result)
+        _consume(plan.dataset(listing, run_id), result)
     finally:
         ray.kill(ledger)
         stop_dedup_index(dedup_index)
@@ -251,9 +248,10 @@ def _fixed_size_cluster(config: CaptionRunConfig) -> bool:
     return config.ray.address is None and not os.environ.get("RAY_ADDRESS")
 
 
-def _record(config: CaptionRunConfig, ignored_files: int, result: RunResult) -> None:
+def _record(plan: Plan, ignored_files: int, result: RunResult) -> None:
     """run.json: the whole output (`counts`, `rejected_reasons`, `runs`: cumulative over
     every run into it) and this run apart (`this_run`; timings are this run's)."""
+    config = plan.config
     this_run = {
         "run_id": result.run_id,
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -272,7 +270,7 @@ def _record(config: CaptionRunConfig, ignored_files: int, result: RunResult) -> 
         "wall_seconds": round(result.wall_seconds, 3),
         "input_blocks": result.input_blocks,
         "ignored_files": ignored_files,
-        "skipped_stages": skipped_stages(config),
+        "skipped_stages": plan.skipped,
         "notes": result.notes,
         "command": sys.argv,
     }

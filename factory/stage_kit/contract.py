@@ -86,6 +86,12 @@ Row = dict[str, Any]
 Result = Row | Rejection | Duplicate
 
 
+def fixed_columns(columns: Columns) -> Any:
+    """`columns_for` of a stage whose columns do not depend on its config: every stage
+    class answers `columns_for(config, **options)`, the plan asks each the same way."""
+    return staticmethod(lambda config, **options: columns)
+
+
 def check_columns(table: pa.Table, columns: Columns) -> None:
     missing = [name for name in columns.needs if name not in table.column_names]
     if missing:

@@ -19,7 +19,14 @@ from factory import vocab
 from factory.io.images import decode_rgb
 from factory.models.engine import ModelSource
 from factory.prompts import one_placeholder
-from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_batch
+from factory.stage_kit.contract import (
+    Columns,
+    Resources,
+    Row,
+    StageConfig,
+    fixed_columns,
+    map_batch,
+)
 
 TAG_TYPE = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
 
@@ -76,6 +83,7 @@ class ClipStage:
             "embedding": pa.list_(pa.float32()),
         },
     )
+    columns_for = fixed_columns(COLUMNS)
 
     def __init__(self, config: ClipConfig):
         if config.model is None:

@@ -16,7 +16,14 @@ from pydantic import Field
 from factory import records
 from factory.models.demo import DEMO_VLM
 from factory.stage_kit.chat_step import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
-from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_batch
+from factory.stage_kit.contract import (
+    Columns,
+    Resources,
+    Row,
+    StageConfig,
+    fixed_columns,
+    map_batch,
+)
 from factory.stage_kit.step_call import Outcome, Structured, call_structured
 from factory.text import schemas
 from factory.text.fact_checks import as_check
@@ -57,6 +64,7 @@ class CriticStage:
             "critic_lineage": records.LINEAGE_TYPE,
         },
     )
+    columns_for = fixed_columns(COLUMNS)
 
     def __init__(self, config: CriticConfig):
         self.config = config

@@ -24,7 +24,14 @@ from factory import records
 from factory.dedup.service import LocalIndex, ShardedIndex
 from factory.dedup.shard import Answer, Entry, IndexShard
 from factory.records import Duplicate
-from factory.stage_kit.contract import Columns, Resources, StageConfig, check_columns, map_batch
+from factory.stage_kit.contract import (
+    Columns,
+    Resources,
+    StageConfig,
+    check_columns,
+    fixed_columns,
+    map_batch,
+)
 
 
 class DedupConfig(StageConfig):
@@ -74,6 +81,7 @@ class DedupStage:
         needs=("uri", "input_index", "content_sha256", "phash"),
         optional=("embedding",),
     )
+    columns_for = fixed_columns(COLUMNS)
 
     def __init__(
         self, config: DedupConfig, resume_from: str | None = None, index: str | None = None

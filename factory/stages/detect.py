@@ -15,7 +15,14 @@ from pydantic import Field, field_validator
 from factory.io.images import decode_rgb
 from factory.models.engine import ModelSource
 from factory.prompts import one_placeholder
-from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_batch
+from factory.stage_kit.contract import (
+    Columns,
+    Resources,
+    Row,
+    StageConfig,
+    fixed_columns,
+    map_batch,
+)
 
 if TYPE_CHECKING:
     from factory.models.detector import Detection
@@ -72,6 +79,7 @@ class DetectStage:
         optional=("tags",),  # without clip, extra_queries alone can drive detection
         adds={"objects": pa.list_(OBJECT_TYPE)},
     )
+    columns_for = fixed_columns(COLUMNS)
 
     def __init__(self, config: DetectConfig):
         if config.model is None:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from factory.stage_kit.contract import Columns, Row, map_rows
+from factory.stage_kit.contract import Columns, Row, fixed_columns, map_rows
 
 
 def _dct_matrix(size: int) -> np.ndarray:
@@ -41,6 +41,7 @@ def perceptual_hash(encoded: bytes) -> int:
 
 class FingerprintStage:
     COLUMNS = Columns(stage="fingerprint", needs=("image",), adds={"phash": pa.string()})
+    columns_for = fixed_columns(COLUMNS)
 
     def __init__(self, config: Any):
         self.config = config  # the run's DedupConfig; the hash itself has no settings

@@ -8,7 +8,15 @@ from pydantic import Field
 
 from factory import records
 from factory.prompts.knowledge import knowledge_block
-from factory.stage_kit.contract import CHEAP_TASKS, Columns, Resources, Row, StageConfig, map_rows
+from factory.stage_kit.contract import (
+    CHEAP_TASKS,
+    Columns,
+    Resources,
+    Row,
+    StageConfig,
+    fixed_columns,
+    map_rows,
+)
 
 
 class KnowledgeConfig(StageConfig):
@@ -24,6 +32,7 @@ class KnowledgeStage:
     COLUMNS = Columns(
         stage="knowledge", needs=records.CATALOGUE_COLUMNS, adds={"knowledge": pa.string()}
     )
+    columns_for = fixed_columns(COLUMNS)
 
     def __init__(self, config: KnowledgeConfig):
         self.config = config

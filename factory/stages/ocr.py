@@ -16,7 +16,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from factory.io.images import decode_rgb
-from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_rows
+from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, fixed_columns, map_rows
 
 OCR_LINE_TYPE = pa.struct(
     [
@@ -70,6 +70,7 @@ class OcrStage:
         needs=("image",),
         adds={"ocr": pa.list_(OCR_LINE_TYPE), "ocr_text": pa.string()},
     )
+    columns_for = fixed_columns(COLUMNS)
 
     def __init__(self, config: OcrConfig):
         from factory.models.ocr import OcrEngine

@@ -16,7 +16,14 @@ from factory import records
 from factory.models.demo import DEMO_VLM
 from factory.prompts.fusion import AUXILIARY_COLUMNS, auxiliary_block
 from factory.stage_kit.chat_step import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
-from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_batch
+from factory.stage_kit.contract import (
+    Columns,
+    Resources,
+    Row,
+    StageConfig,
+    fixed_columns,
+    map_batch,
+)
 from factory.stage_kit.step_call import Structured, call_structured
 from factory.text import schemas
 from factory.text.labels import QA_CATEGORIES
@@ -64,6 +71,7 @@ class QAStage:
         optional=AUXILIARY_COLUMNS,
         adds={"qa": QA_TYPE, "qa_lineage": records.LINEAGE_TYPE},
     )
+    columns_for = fixed_columns(COLUMNS)
 
     def __init__(self, config: QAConfig):
         self.config = config

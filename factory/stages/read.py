@@ -7,7 +7,15 @@ from pydantic import Field
 
 from factory.io import uris
 from factory.records import RejectRecord
-from factory.stage_kit.contract import CHEAP_TASKS, Columns, Resources, Row, StageConfig, map_rows
+from factory.stage_kit.contract import (
+    CHEAP_TASKS,
+    Columns,
+    Resources,
+    Row,
+    StageConfig,
+    fixed_columns,
+    map_rows,
+)
 
 
 class ReadConfig(StageConfig):
@@ -18,6 +26,7 @@ class ReadConfig(StageConfig):
 
 class ReadStage:
     COLUMNS = Columns(stage="read", needs=("uri",), adds={"data": pa.binary()})
+    columns_for = fixed_columns(COLUMNS)
 
     def __init__(self, config: ReadConfig, max_bytes: int):
         self.config = config

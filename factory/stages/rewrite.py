@@ -12,7 +12,14 @@ from pydantic import Field
 from factory import records
 from factory.models.demo import DEMO_TEXT_LLM
 from factory.stage_kit.chat_step import LOOP_ACTOR, ChatStep, PromptedEngine, chat_step
-from factory.stage_kit.contract import Columns, Resources, Row, StageConfig, map_batch
+from factory.stage_kit.contract import (
+    Columns,
+    Resources,
+    Row,
+    StageConfig,
+    fixed_columns,
+    map_batch,
+)
 from factory.stage_kit.step_call import call_text
 from factory.text.fact_checks import needs_rewrite, verdict_lines
 
@@ -31,6 +38,7 @@ class RewriteStage:
         needs=("draft_caption", "draft_caption_lineage", "fact_checks"),
         adds={"final_caption": pa.string(), "final_caption_lineage": records.LINEAGE_TYPE},
     )
+    columns_for = fixed_columns(COLUMNS)
 
     def __init__(self, config: RewriteConfig):
         self.config = config

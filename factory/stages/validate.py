@@ -14,7 +14,15 @@ import pyarrow as pa
 from pydantic import Field
 
 from factory.io.images import WEBP_MAX_SIDE, ImageLimits, OutputFormat, normalise_image
-from factory.stage_kit.contract import CHEAP_TASKS, Columns, Resources, Row, StageConfig, map_rows
+from factory.stage_kit.contract import (
+    CHEAP_TASKS,
+    Columns,
+    Resources,
+    Row,
+    StageConfig,
+    fixed_columns,
+    map_rows,
+)
 
 _DEFAULT = ImageLimits()
 IMAGE_ID_HEX_CHARS = 20
@@ -74,6 +82,7 @@ class ValidateStage:
         },
         drops=("data",),
     )
+    columns_for = fixed_columns(COLUMNS)
 
     def __init__(self, config: ValidateConfig):
         self.limits = config.limits()
