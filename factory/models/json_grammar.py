@@ -89,9 +89,16 @@ class Vocabulary:
     it is plain text, which a free string takes without changing its mask."""
 
     def __init__(self, compiler: Any, info: Any):
+        import torch
         import xgrammar
 
         self.chars = TokenChars(info.decoded_vocab)
+        # the same counts over the model's whole vocabulary, for the limit's mask (columns
+        # past the tokenizer's own tokens are padding, which the grammar masks anyway)
+        counts = self.chars.chars[: info.vocab_size]
+        self.char_counts = torch.tensor(
+            counts + [0] * (info.vocab_size - len(counts)), dtype=torch.int32
+        )
         # the tokens xgrammar itself allows inside a JSON string, one character in
         string = xgrammar.GrammarMatcher(compiler.compile_json_schema('{"type": "string"}'))
         inside = xgrammar.allocate_token_bitmask(1, info.vocab_size)
@@ -99,7 +106,8 @@ class Vocabulary:
         string.fill_next_token_bitmask(inside)
         allowed = _unpack(inside[0], info.vocab_size).tolist()
         self.plain = [
-            bool(allowed[token]) and plain_text(raw) for token, raw in enumerate(info.decoded_vocab)
+            bool(allowed[token]) and _plain_text(raw)
+            for token, raw in enumerate(info.decoded_vocab)
         ]
         quote = next((t for t, raw in enumerate(info.decoded_vocab) if raw == b'"'), None)
         # a mask allowing every plain token and the lone closing quote is a free string's
@@ -111,7 +119,7 @@ class Vocabulary:
             self.free_mask = _pack(free)
 
 
-def plain_text(raw: bytes) -> bool:
+def _plain_text(raw: bytes) -> bool:
     """Whole UTF-8 characters with no quote, backslash or control character."""
     try:
         text = raw.decode("utf-8")
@@ -203,7 +211,6 @@ class JsonLogitsProcessor:
         return scores.masked_fill_(blocked, float("-inf"))
 
     def _start(self, rows: int, scores: Any) -> None:
-        import torch
         import xgrammar
 
         # one thread: the forward pass already has the cores, and a pool's hand-offs cost
@@ -219,11 +226,7 @@ class JsonLogitsProcessor:
         if self.bound is not None:
             table = self.vocabulary.chars
             self.counters = [StringCounter(table, self.bound) for _ in range(rows)]
-            # columns past the tokenizer's vocabulary (padding) are masked by the grammar
-            chars = torch.zeros(scores.shape[-1], dtype=torch.int32)
-            known = min(len(table.chars), scores.shape[-1])
-            chars[:known] = torch.tensor(table.chars[:known], dtype=torch.int32)
-            self.chars = chars.to(scores.device)
+            self.chars = self.vocabulary.char_counts.to(scores.device)
 
     def _accept(self, tokens: list[int]) -> list[int]:
         """Advances every active row by its sampled token; returns the rows whose mask
@@ -270,7 +273,6 @@ class JsonLogitsProcessor:
         if self.free_mask is None:
             return
         for row in rows:  # rows one by one: a step changes the masks of one or two
-            counter = self.counters[row]
-            if counter.in_string and not counter.escape:
+            if self.counters[row].between_characters():
                 words = self.bitmask[row] & self.free_mask
                 self.in_free_string[row] = torch.equal(words, self.free_mask)

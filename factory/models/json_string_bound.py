@@ -24,6 +24,8 @@ from typing import Any
 
 QUOTE, BACKSLASH = 0x22, 0x5C
 _ESCAPE_LENGTH = {ord("u"): 4}  # bytes after the escape letter; every other escape has none
+# keys whose values are data, not schemas: a string there is not a string schema
+_DATA_KEYS = ("enum", "const", "default", "examples", "description", "title")
 
 
 def hoist_string_bound(schema: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
@@ -50,23 +52,22 @@ def _collect(node: Any, free: list[dict[str, Any]], fixed: list[str]) -> bool:
         return all(_collect(item, free, fixed) for item in node)
     if not isinstance(node, dict):
         return True
-    types = node.get("type")
-    is_string = types == "string" or (isinstance(types, list) and "string" in types)
     if "enum" in node or "const" in node:
         values = node.get("enum", [node.get("const")])
         fixed.extend(value for value in values if isinstance(value, str))
-    elif is_string:
+    elif _is_string(node):
         if "pattern" in node or "format" in node:
             return False
         free.append(node)
     if node.get("additionalProperties") not in (None, False) or "patternProperties" in node:
         return False  # keys the model chooses would be bounded as if they were values
     fixed.extend(node.get("properties", {}))
-    return all(
-        _collect(value, free, fixed)
-        for key, value in node.items()
-        if key not in ("enum", "const", "default", "examples", "description", "title")
-    )
+    return all(_collect(value, free, fixed) for key, value in node.items() if key not in _DATA_KEYS)
+
+
+def _is_string(node: dict[str, Any]) -> bool:
+    types = node.get("type")
+    return types == "string" or (isinstance(types, list) and "string" in types)
 
 
 def _strip_max_length(node: Any) -> None:
@@ -74,57 +75,42 @@ def _strip_max_length(node: Any) -> None:
         for item in node:
             _strip_max_length(item)
     elif isinstance(node, dict):
-        if node.get("type") == "string" or isinstance(node.get("type"), list):
+        if _is_string(node):
             node.pop("maxLength", None)
         for key, value in node.items():
-            if key not in ("enum", "const", "default", "examples"):
+            if key not in _DATA_KEYS:
                 _strip_max_length(value)
 
 
 class TokenChars:
     """Per token of one vocabulary: its bytes, the characters it adds to a string it starts
-    inside (up to a closing quote), and whether it holds a quote or backslash."""
+    inside (up to a closing quote), and whether it holds neither quote nor backslash."""
 
     def __init__(self, decoded_vocab: list[bytes]):
         self.token_bytes = decoded_vocab
         self.chars = [_chars_inside_string(token) for token in decoded_vocab]
-        self.plain = [QUOTE not in token and BACKSLASH not in token for token in decoded_vocab]
+        self.quote_free = [QUOTE not in token and BACKSLASH not in token for token in decoded_vocab]
         self.widest = max(self.chars, default=0)
 
 
 def _chars_inside_string(token: bytes) -> int:
-    count, skip = 0, 0
-    for position, byte in enumerate(token):
-        if skip:
-            skip -= 1
-        elif byte == QUOTE:
+    place = JsonPlace(in_string=True)
+    for byte in token:
+        place.feed(byte)
+        if not place.in_string:
             break
-        elif byte == BACKSLASH:
-            count += 1
-            following = token[position + 1] if position + 1 < len(token) else None
-            skip = 1 + _ESCAPE_LENGTH.get(following, 0) if following is not None else 0
-        elif byte & 0xC0 != 0x80:
-            count += 1
-    return count
+    return place.count
 
 
-class StringCounter:
-    """One row's place in its JSON: inside a string or not, and how many characters the
-    string holds so far."""
+class JsonPlace:
+    """Where a byte stream stands in its JSON: inside a string or not, how many characters
+    the string holds so far, and how much of an escape is still to come."""
 
-    def __init__(self, table: TokenChars, bound: int):
-        self.table, self.bound = table, bound
-        self.in_string, self.count = False, 0
+    def __init__(self, in_string: bool = False):
+        self.in_string, self.count = in_string, 0
         self.escape = 0  # 0: no escape open; -1: its letter is next; n > 0: hex digits left
 
-    def advance(self, token: int) -> None:
-        if self.in_string and not self.escape and self.table.plain[token]:
-            self.count += self.table.chars[token]
-            return
-        for byte in self.table.token_bytes[token]:
-            self._advance_byte(byte)
-
-    def _advance_byte(self, byte: int) -> None:
+    def feed(self, byte: int) -> None:
         if not self.in_string:
             if byte == QUOTE:
                 self.in_string, self.count = True, 0
@@ -140,10 +126,30 @@ class StringCounter:
         elif byte & 0xC0 != 0x80:
             self.count += 1
 
+
+class StringCounter:
+    """One row's place in its JSON, followed token by token against one string limit."""
+
+    def __init__(self, table: TokenChars, bound: int):
+        self.table, self.bound = table, bound
+        self.place = JsonPlace()
+
+    def advance(self, token: int) -> None:
+        place = self.place
+        if place.in_string and not place.escape and self.table.quote_free[token]:
+            place.count += self.table.chars[token]
+            return
+        for byte in self.table.token_bytes[token]:
+            place.feed(byte)
+
+    def between_characters(self) -> bool:
+        """Inside a string, with no escape half written."""
+        return self.place.in_string and not self.place.escape
+
     def room(self) -> int | None:
         """Characters the string may still take where some token could overrun them, else
         None (nothing to mask). Inside an escape the character is already counted."""
-        if not self.in_string or self.escape:
+        if not self.between_characters():
             return None
-        left = self.bound - self.count
+        left = self.bound - self.place.count
         return left if left < self.table.widest else None

@@ -76,10 +76,10 @@ def _closed_strings(tokenizer, table: TokenChars, text: str) -> list[int]:
     """The character count of every string the counter saw closed, in order."""
     counter, counts = StringCounter(table, bound=10_000), []
     for token in tokenizer.encode(text, add_special_tokens=False):
-        was_inside = counter.in_string
+        was_inside = counter.place.in_string
         counter.advance(token)
-        if was_inside and not counter.in_string:
-            counts.append(counter.count)
+        if was_inside and not counter.place.in_string:
+            counts.append(counter.place.count)
     return counts
 
 
@@ -106,7 +106,7 @@ def test_room_is_told_only_near_the_limit_and_never_inside_an_escape(tokens):
     counter = StringCounter(table, bound=table.widest + 5)
     for token in tokenizer.encode('{"k":"ab', add_special_tokens=False):
         counter.advance(token)
-    assert counter.in_string and counter.count == 2
+    assert counter.place.in_string and counter.place.count == 2
     assert counter.room() is None  # every token still fits
     for token in tokenizer.encode("cdef", add_special_tokens=False):
         counter.advance(token)
