@@ -89,7 +89,7 @@ def spill_listing(scan: Iterable[pa.Table], folder: str, done: set[str]) -> Spil
             spilled.rows += batch.num_rows
             spilled.nbytes += batch.nbytes
             indexes = index_ranges(batch.column("input_index").to_numpy())
-            spilled.index_ranges = merge_ranges(spilled.index_ranges + indexes)
+            extend_ranges(spilled.index_ranges, indexes)
     except BaseException:
         spilled.remove()
         raise
@@ -107,14 +107,14 @@ def index_ranges(indexes: np.ndarray) -> Ranges:
     return [(int(indexes[s]), int(indexes[e - 1]) + 1) for s, e in zip(starts, ends, strict=True)]
 
 
-def merge_ranges(ranges: Ranges) -> Ranges:
-    merged: Ranges = []
-    for start, end in ranges:
-        if merged and merged[-1][1] == start:
-            merged[-1] = (merged[-1][0], end)
+def extend_ranges(ranges: Ranges, more: Ranges) -> None:
+    """Append `more` to `ranges` in place, joining a run that continues the last one (only
+    the tail is touched, so spilling stays linear in the runs)."""
+    for start, end in more:
+        if ranges and ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], end)
         else:
-            merged.append((start, end))
-    return merged
+            ranges.append((start, end))
 
 
 def read_segment(segment: Segment) -> pa.Table:
