@@ -18,8 +18,8 @@ from factory.prompts.knowledge import knowledge_block
 from factory.serve.api_errors import ApiError
 from factory.serve.model_deployment import Generated
 from factory.serve.serve_config import ServeConfig
-from factory.text.fact_checks import check, needs_rewrite, verdict_lines
-from factory.text.parse import CONSISTENT, ParseError, clean_caption, normalise_answer, parse_facts
+from factory.text.fact_checks import check, critic_score, needs_rewrite, verdict_lines
+from factory.text.parse import ParseError, clean_caption, normalise_answer, parse_facts
 
 Generate = Callable[[str, list[ChatRequest], GenerationParams], Awaitable[Generated]]
 
@@ -116,14 +116,14 @@ class Tasks:
         requests = [ChatRequest(prompt, image) for prompt in prompts]
         verdicts = await self.generate(self.loop_model, requests, self.loop_params)
         checks = [check(fact, text) for fact, text in zip(facts, verdicts.texts, strict=True)]
-        judged = [c for c in checks if c["verdict"] is not None]
-        if not judged:
+        score = critic_score(checks)
+        if score is None:
             return _failed("no_verdicts", checks[0]["reason"], facts, checks)
         result = {
             "status": "ok",
             "facts": facts,
             "fact_checks": checks,
-            "critic_score": sum(c["verdict"] == CONSISTENT for c in judged) / len(judged),
+            "critic_score": score,
             "final_caption": caption,
             "rewritten": False,
             "lineage": lineage(self.loop_model, verdicts, self.judge),

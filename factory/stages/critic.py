@@ -26,8 +26,8 @@ from factory.stage_kit.contract import (
 )
 from factory.stage_kit.step_call import Outcome, Structured, call_structured
 from factory.text import schemas
-from factory.text.fact_checks import as_check
-from factory.text.parse import CONSISTENT, Verdict, parse_verdict
+from factory.text.fact_checks import as_check, critic_score, unjudged
+from factory.text.parse import Verdict, parse_verdict
 
 FACT_CHECK_TYPE = pa.list_(
     pa.struct(
@@ -90,13 +90,12 @@ class CriticStage:
 
     def _score(self, answered: list[tuple[str, Outcome[Verdict]]]) -> Row | records.Rejection:
         checks = [checked(fact, outcome) for fact, outcome in answered]
-        judged = [c for c in checks if c["verdict"] is not None]
-        if not judged:
+        score = critic_score(checks)
+        if score is None:
             detail = checks[0]["reason"] if checks else "the caption had no facts"
             finished = {outcome.completion.finish_reason for _, outcome in answered}
             cut = finished == {"length"}
             return records.Rejection("critic_truncated" if cut else "no_verdicts", detail)
-        score = sum(c["verdict"] == CONSISTENT for c in judged) / len(judged)
         return {
             "fact_checks": checks,
             "critic_score": score,
@@ -107,6 +106,5 @@ class CriticStage:
 def checked(fact: str, outcome: Outcome[Verdict]) -> dict:
     """One fact check from a structured call's outcome."""
     if not outcome.ok:
-        reason = outcome.rejection.detail
-        return {"fact": fact, "verdict": None, "reason": reason, "correction": None}
+        return unjudged(fact, outcome.rejection.detail)
     return as_check(fact, outcome.value)

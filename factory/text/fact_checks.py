@@ -12,8 +12,13 @@ def check(fact: str, answer: str) -> dict:
     try:
         verdict = parse_verdict(answer)
     except ParseError as error:
-        return {"fact": fact, "verdict": None, "reason": error.detail, "correction": None}
+        return unjudged(fact, error.detail)
     return as_check(fact, verdict)
+
+
+def unjudged(fact: str, reason: str) -> dict:
+    """A fact whose verdict could not be read, with why."""
+    return {"fact": fact, "verdict": None, "reason": reason, "correction": None}
 
 
 def as_check(fact: str, verdict: Verdict) -> dict:
@@ -24,6 +29,12 @@ def as_check(fact: str, verdict: Verdict) -> dict:
         "reason": verdict.reason,
         "correction": verdict.correction,
     }
+
+
+def critic_score(checks: list[dict]) -> float | None:
+    """The share of judged facts that are consistent; None when no fact was judged."""
+    judged = [c for c in checks if c["verdict"] is not None]
+    return sum(c["verdict"] == CONSISTENT for c in judged) / len(judged) if judged else None
 
 
 def needs_rewrite(checks: list[dict]) -> bool:

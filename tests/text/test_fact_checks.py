@@ -1,6 +1,6 @@
 """Fact checks as the critic stores them and the rewrite prompt shows them."""
 
-from factory.text.fact_checks import check, needs_rewrite, verdict_lines
+from factory.text.fact_checks import check, critic_score, needs_rewrite, verdict_lines
 
 
 def test_an_answer_that_reads_as_a_verdict_becomes_a_check():
@@ -26,3 +26,11 @@ def test_only_a_judged_fact_that_is_not_consistent_asks_for_a_rewrite():
     assert verdict_lines([fine, unread, wrong]) == (
         "- [consistent] a\n- [inconsistent] c (why: no) -> correct to: d"
     )
+
+
+def test_the_critic_score_is_the_consistent_share_of_the_judged_facts():
+    fine = {"fact": "a", "verdict": "consistent", "reason": None, "correction": None}
+    unread = {"fact": "b", "verdict": None, "reason": "cut off", "correction": None}
+    wrong = {"fact": "c", "verdict": "inconsistent", "reason": "no", "correction": "d"}
+    assert critic_score([fine, unread, wrong]) == 0.5
+    assert critic_score([unread]) is None and critic_score([]) is None
