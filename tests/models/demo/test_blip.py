@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
@@ -18,22 +17,12 @@ from transformers.models.blip import BlipImageProcessorPil
 
 from factory.models.demo import blip as demo_blip
 from factory.models.weights import RANDOM_WEIGHTS_NOTE, builtin_note, resolve_model_path
+from tests.models.demo.saved_weights import differing, weights
 
 
 @pytest.fixture(scope="module")
 def blip_dir(tmp_path_factory) -> str:
     return demo_blip.build_tiny_blip(str(tmp_path_factory.mktemp("tiny-blip") / "model"))
-
-
-def _weights(model_dir: str) -> dict[str, torch.Tensor]:
-    return load_file(str(Path(model_dir) / "model.safetensors"))
-
-
-def _assert_same_tensors(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> None:
-    assert left.keys() == right.keys()
-    for name, tensor in left.items():
-        assert tensor.dtype == right[name].dtype, name
-        assert torch.equal(tensor, right[name]), name
 
 
 def _image() -> Image.Image:
@@ -70,9 +59,9 @@ def test_processor_uses_the_pil_image_processor(blip_dir):
 def test_weights_and_processor_round_trip(blip_dir, tmp_path):
     model = BlipForConditionalGeneration.from_pretrained(blip_dir, use_safetensors=True)
     model.save_pretrained(tmp_path / "again")
-    _assert_same_tensors(_weights(blip_dir), _weights(str(tmp_path / "again")))
+    assert differing(weights(blip_dir), weights(str(tmp_path / "again"))) == []
     reloaded = BlipForConditionalGeneration.from_pretrained(tmp_path / "again")
-    _assert_same_tensors(model.state_dict(), reloaded.state_dict())
+    assert differing(model.state_dict(), reloaded.state_dict()) == []
     processor = AutoProcessor.from_pretrained(blip_dir)
     processor.save_pretrained(tmp_path / "again")
     again = AutoProcessor.from_pretrained(tmp_path / "again")
@@ -109,7 +98,7 @@ def test_same_seed_same_model_and_rng_untouched(blip_dir, tmp_path):
     torch.manual_seed(123)
     again = demo_blip.build_tiny_blip(str(tmp_path / "again"), seed=0)
     assert torch.equal(torch.rand(3), expected)
-    _assert_same_tensors(_weights(blip_dir), _weights(again))
+    assert differing(weights(blip_dir), weights(again)) == []
 
 
 def test_builtin_uri_builds_once(tmp_path):

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -19,22 +18,12 @@ from transformers import (
 
 from factory.models.demo import chat_models as demo_chat
 from factory.models.weights import RANDOM_WEIGHTS_NOTE, builtin_note, resolve_model_path
+from tests.models.demo.saved_weights import differing, weights
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> str:
     return demo_chat.build_tiny_llava(str(tmp_path_factory.mktemp("tiny") / "model"))
-
-
-def _weights(model_dir: str) -> dict[str, torch.Tensor]:
-    return load_file(str(Path(model_dir) / "model.safetensors"))
-
-
-def _assert_same_tensors(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> None:
-    assert left.keys() == right.keys()
-    for name, tensor in left.items():
-        assert tensor.dtype == right[name].dtype, name
-        assert torch.equal(tensor, right[name]), name
 
 
 def test_build_writes_a_loadable_model_dir(tiny_dir):
@@ -54,9 +43,9 @@ def test_weights_round_trip_bit_exact(tiny_dir, tmp_path):
     # with the in-memory model, and a re-save with the first file.
     model = AutoModelForImageTextToText.from_pretrained(tiny_dir, use_safetensors=True)
     model.save_pretrained(tmp_path / "again")
-    _assert_same_tensors(_weights(tiny_dir), _weights(str(tmp_path / "again")))
+    assert differing(weights(tiny_dir), weights(str(tmp_path / "again"))) == []
     reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "again")
-    _assert_same_tensors(model.state_dict(), reloaded.state_dict())
+    assert differing(model.state_dict(), reloaded.state_dict()) == []
 
 
 def test_processor_expands_one_image_to_one_token_per_patch(tiny_dir):
@@ -102,14 +91,14 @@ def test_special_tokens(tiny_dir):
 
 def test_same_seed_same_model(tiny_dir, tmp_path):
     again = demo_chat.build_tiny_llava(str(tmp_path / "again"), seed=0)
-    _assert_same_tensors(_weights(tiny_dir), _weights(again))
+    assert differing(weights(tiny_dir), weights(again)) == []
     tokenizer_json = (Path(tiny_dir) / "tokenizer.json").read_bytes()
     assert (Path(again) / "tokenizer.json").read_bytes() == tokenizer_json
 
 
 def test_other_seed_other_weights(tiny_dir, tmp_path):
-    other = _weights(demo_chat.build_tiny_llava(str(tmp_path / "other"), seed=1))
-    first = _weights(tiny_dir)
+    other = weights(demo_chat.build_tiny_llava(str(tmp_path / "other"), seed=1))
+    first = weights(tiny_dir)
     query_weights = [name for name in first if name.endswith("q_proj.weight")]
     assert query_weights
     for name in query_weights:
@@ -193,7 +182,7 @@ def test_tiny_llama_chat_template_takes_plain_string_messages(llama_dir):
 def test_tiny_llama_round_trips_and_generates_words(llama_dir, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(llama_dir, use_safetensors=True)
     model.save_pretrained(tmp_path / "again")
-    _assert_same_tensors(_weights(llama_dir), _weights(str(tmp_path / "again")))
+    assert differing(weights(llama_dir), weights(str(tmp_path / "again"))) == []
     tokenizer = AutoTokenizer.from_pretrained(llama_dir)
     inputs = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Describe."}],
@@ -212,12 +201,11 @@ def test_tiny_llama_round_trips_and_generates_words(llama_dir, tmp_path):
 
 
 def test_tiny_llama_is_deterministic_per_seed(llama_dir, tmp_path):
-    _assert_same_tensors(
-        _weights(llama_dir), _weights(demo_chat.build_tiny_llama(str(tmp_path / "a")))
-    )
-    other = _weights(demo_chat.build_tiny_llama(str(tmp_path / "b"), seed=1))
+    same_seed = weights(demo_chat.build_tiny_llama(str(tmp_path / "a")))
+    assert differing(weights(llama_dir), same_seed) == []
+    other = weights(demo_chat.build_tiny_llama(str(tmp_path / "b"), seed=1))
     assert not torch.equal(
-        _weights(llama_dir)["model.layers.0.self_attn.q_proj.weight"],
+        weights(llama_dir)["model.layers.0.self_attn.q_proj.weight"],
         other["model.layers.0.self_attn.q_proj.weight"],
     )
 

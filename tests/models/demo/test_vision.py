@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForZeroShotObjectDetection, AutoProcessor
 
 from factory.models.demo import vision as demo_vision
 from factory.models.weights import BUILTIN_MODELS, resolve_model_path
+from tests.models.demo.saved_weights import differing, weights
 
 IMAGE = Image.new("RGB", (120, 70), (200, 30, 30))
 
@@ -30,14 +30,6 @@ def owlvit_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def owlv2_dir(tmp_path_factory) -> str:
     return demo_vision.build_tiny_owlv2(str(tmp_path_factory.mktemp("owlv2") / "model"))
-
-
-def _weights(model_dir: str) -> dict[str, torch.Tensor]:
-    return load_file(str(Path(model_dir) / "model.safetensors"))
-
-
-def _same_tensors(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> bool:
-    return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
 
 
 def test_clip_round_trips_through_auto_classes(clip_dir):
@@ -100,10 +92,10 @@ def test_same_seed_same_model_other_seed_other_weights(build, tmp_path):
     first = build(str(tmp_path / "first"), seed=0)
     again = build(str(tmp_path / "again"), seed=0)
     other = build(str(tmp_path / "other"), seed=1)
-    assert _same_tensors(_weights(first), _weights(again))
+    assert differing(weights(first), weights(again)) == []
     tokenizer = (Path(first) / "tokenizer.json").read_bytes()
     assert (Path(again) / "tokenizer.json").read_bytes() == tokenizer
-    assert not _same_tensors(_weights(first), _weights(other))
+    assert differing(weights(first), weights(other))
 
 
 def test_building_leaves_global_rng_alone(tmp_path):
