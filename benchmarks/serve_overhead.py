@@ -11,9 +11,11 @@ both "models" return at once, so what is measured is the serving path, not a mod
 - app: `factory.serve.app_builder.start` with the tiny CPU preset's deployment options and an
   engine that returns a fixed Completion at once (`InstantEngine`): auth check, the
   JSON bounds, pydantic validation, the chat mapping, the handle, the model replica's
-  context check and `serve.batch`, the OpenAI response body.
+  context check and `serve.batch`, the OpenAI response body; the ingress gathers
+  concurrent requests into one model call.
 Variants of the app, each a separate deployment, split the app's cost:
-- `app, no batch wait`: batch_wait_timeout_s 0 (the preset waits 5 ms for a batch to fill);
+- `app, one call each`: `gather_in_ingress: false`, one model call per request (the app
+  gathers concurrent requests into one call per batch);
 - `app, image`: the chat also carries the 448x336 test picture as a data URL (base64
   decode, the validation stage's decode and re-encode, and the bytes to the replica).
 Sequential: one request at a time, p50 / p99. Under load: `--concurrency` clients,
@@ -131,10 +133,10 @@ def deploy_apps(port: int) -> dict[str, str]:
     urls = {"bare": base + start_bare("/bare")}
     variants = {
         "app": ("app", "/app", {}),
-        "app, no batch wait": (
-            "app-nowait",
-            "/nowait",
-            {"model_deployment": {"batch_wait_timeout_s": 0.0}},
+        "app, one call each": (
+            "app-each",
+            "/each",
+            {"model_deployment": {"gather_in_ingress": False}},
         ),
     }
     for side, (name, prefix, extra) in variants.items():
@@ -157,7 +159,7 @@ def bodies(image: bytes) -> dict[str, dict]:
     return {
         "bare": text,
         "app": text,
-        "app, no batch wait": text,
+        "app, one call each": text,
         "app, image": with_image,
     }
 

@@ -49,3 +49,10 @@ class ApiError(Exception):
                 "param": self.param,
             }
         }
+
+
+def overloaded(why: str, retry_after_s: int) -> ApiError:
+    """The 503 of backpressure: the client should come back after `retry_after_s`."""
+    return ApiError(
+        503, "overloaded", f"{why}; retry later", None, {"Retry-After": str(retry_after_s)}
+    )

@@ -19,11 +19,12 @@ from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from factory.models.engine import ChatRequest, GenerationParams, StreamChunk
-from factory.serve.api_errors import ApiError
+from factory.serve.api_errors import ApiError, overloaded
 from factory.serve.auth import read_api_keys
 from factory.serve.caption_tasks import Tasks
 from factory.serve.image_input import ImageInput, image_limits
 from factory.serve.model_deployment import Generated
+from factory.serve.request_gatherer import RequestGatherer
 from factory.serve.serve_config import ServeConfig
 from factory.serve.url_fetch import ImageFetcher
 
@@ -39,6 +40,16 @@ class ApiServer:
         self.created = int(time.time())
         self._handles: dict[str | None, Any] = {None: model}
         self._stream_handles: dict[str | None, Any] = {}
+        options = config.model_deployment
+        self.gatherer = (
+            RequestGatherer(
+                self._handle,
+                options.max_batch_size,
+                options.batch_wait_timeout_s,
+            )
+            if options.gather_in_ingress and options.max_batch_size > 1
+            else None
+        )
 
     def __serve_build_asgi_app__(self) -> Any:
         from factory.serve.routes import build_http_api
@@ -63,6 +74,13 @@ class ApiServer:
     ) -> Generated:
         adapter = self.adapter_for(model)
         timeout = self.config.limits.request_timeout_s
+        if self.gatherer is not None and len(requests) == 1:
+            try:
+                return await asyncio.wait_for(
+                    self.gatherer.generate(adapter, requests[0], params), timeout
+                )
+            except BaseException as error:
+                raise self._api_error(error, timeout) from None
         response = None
         try:
             response = self._handle(adapter).generate.remote(requests, params)
@@ -156,8 +174,7 @@ class ApiServer:
         return self._stream_handles[adapter]
 
     def _overloaded(self, why: str) -> ApiError:
-        retry = str(self.config.limits.retry_after_s)
-        return ApiError(503, "overloaded", f"{why}; retry later", None, {"Retry-After": retry})
+        return overloaded(why, self.config.limits.retry_after_s)
 
 
 def _abandoned(error: BaseException) -> bool:

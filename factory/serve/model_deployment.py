@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,12 +35,13 @@ from factory.models.engine import (
     StreamChunk,
 )
 from factory.models.engine_loader import load_engine
-from factory.serve.api_errors import ApiError
+from factory.serve.api_errors import ApiError, overloaded
 from factory.serve.engine_calls import SyncEngineCalls, Ticket
 from factory.serve.serve_config import ServeConfig
 from factory.serve.token_budget import TokenBudget
 
 BatchItem = tuple[ChatRequest, str, Ticket]
+logger = logging.getLogger("ray.serve")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +142,42 @@ class ModelServer:
             list(completions),
         )
 
+    async def generate_each(
+        self, requests: list[ChatRequest], params: GenerationParams
+    ) -> list[Generated | Exception]:
+        """One outcome per request, in order: its reply, or the error that refused or failed
+        that request alone (the ingress's call for requests it gathered from many clients).
+
+        The requests arrive as a batch the ingress has already waited for, so they do not
+        wait again here. Requests beyond the replica's `max_ongoing_requests` are refused
+        with 503, as Serve refuses calls beyond it.
+        """
+        adapter, revision = await self._adapter_of_call()
+        room = self.config.model_deployment.max_ongoing_requests - self._in_flight
+        calls = [
+            self._one(request, adapter, params, position < room)
+            for position, request in enumerate(requests)
+        ]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        info = self.engine.info
+        return [
+            _portable(outcome)
+            if isinstance(outcome, BaseException)
+            else Generated(
+                [outcome.text], info.engine, info.model, info.revision, adapter, revision, [outcome]
+            )
+            for outcome in outcomes
+        ]
+
+    async def _one(
+        self, request: ChatRequest, adapter: str | None, params: GenerationParams, admitted: bool
+    ) -> Completion:
+        if not admitted:
+            raise overloaded("the model replica is full", self.config.limits.retry_after_s)
+        self._check_images([request])
+        self.budget.check([request], params)
+        return await self._complete(dataclasses.replace(request, adapter=adapter), params, 0.0)
+
     async def stream(
         self, request: ChatRequest, params: GenerationParams
     ) -> AsyncIterator[StreamChunk]:
@@ -155,43 +193,60 @@ class ModelServer:
         self, requests: list[ChatRequest], params: GenerationParams
     ) -> tuple[list[ChatRequest], str | None, str | None]:
         """The requests with their adapter, once they pass the image and context checks."""
+        self._check_images(requests)
+        self.budget.check(requests, params)
+        adapter, revision = await self._adapter_of_call()
+        requests = [dataclasses.replace(request, adapter=adapter) for request in requests]
+        return requests, adapter, revision
+
+    def _check_images(self, requests: list[ChatRequest]) -> None:
         if not self.accepts_images and any(request.image is not None for request in requests):
             raise ApiError(
                 422,
                 "model_takes_no_images",
                 f"model {self.config.model_name!r} is a text-only LLM; send no image",
             )
-        self.budget.check(requests, params)
-        adapter = serve.get_multiplexed_model_id() or None
-        revision = None
-        if adapter is not None:
-            slot = await self._adapter(adapter)
-            revision = slot.revision
-        requests = [dataclasses.replace(request, adapter=adapter) for request in requests]
-        return requests, adapter, revision
 
-    async def _complete(self, request: ChatRequest, params: GenerationParams) -> Completion:
-        if self.is_async:
-            # the engine batches by itself; a cancelled call aborts the request in it
-            completion = await self.engine.acomplete(request, params)
-            return self.budget.with_counts(completion, request)
-        ticket = Ticket()
+    async def _adapter_of_call(self) -> tuple[str | None, str | None]:
+        """The adapter the call names (Serve's multiplexed id), loaded, and its revision."""
+        adapter = serve.get_multiplexed_model_id() or None
+        if adapter is None:
+            return None, None
+        slot = await self._adapter(adapter)
+        return adapter, slot.revision
+
+    async def _complete(
+        self, request: ChatRequest, params: GenerationParams, wait: float | None = None
+    ) -> Completion:
         # A lone request on an idle replica starts at once; while others are in flight, a
         # batch waits (batch_wait_timeout_s) to fill. Serve reads the wait when a batch
         # takes its first request, so it is set before this one joins the queue.
-        wait = self.config.model_deployment.batch_wait_timeout_s if self._in_flight else 0.0
-        self._batched.set_batch_wait_timeout_s(wait)
+        if wait is None:
+            wait = self.config.model_deployment.batch_wait_timeout_s if self._in_flight else 0.0
         self._in_flight += 1
+        try:
+            if self.is_async:
+                # the engine batches by itself; a cancelled call aborts the request in it
+                completion = await self.engine.acomplete(request, params)
+            else:
+                completion = await self._batched_call(request, params, wait)
+        finally:
+            self._in_flight -= 1
+        return self.budget.with_counts(completion, request)
+
+    async def _batched_call(
+        self, request: ChatRequest, params: GenerationParams, wait: float
+    ) -> Completion:
+        ticket = Ticket()
+        self._batched.set_batch_wait_timeout_s(wait)
         try:
             outcome = await self._batched((request, params.model_dump_json(), ticket))
         except asyncio.CancelledError:
             ticket.cancelled = True  # the batch can stop once all its callers are gone
             raise
-        finally:
-            self._in_flight -= 1
         if isinstance(outcome, Exception):
             raise outcome
-        return self.budget.with_counts(outcome, request)
+        return outcome
 
     async def _run_batch(self, items: list[BatchItem]) -> list[Completion | Exception]:
         # one engine call per distinct decoding setting in the batch
@@ -237,3 +292,13 @@ class ModelServer:
         """Serve's periodic health check: a replica whose engine is gone is replaced."""
         if self.engine is None:
             raise RuntimeError("engine not loaded")
+
+
+def _portable(error: BaseException) -> Exception:
+    """A request's error as a value that crosses to the ingress: an ApiError as it is (the
+    client's answer); anything else is a bug, logged here with its traceback and sent as
+    its type and message (an engine's own exception class may not unpickle there)."""
+    if isinstance(error, ApiError):
+        return error
+    logger.error("a request failed in the model replica", exc_info=error)
+    return RuntimeError(f"{type(error).__name__}: {error}")

@@ -126,6 +126,13 @@ class ModelDeploymentOptions(DeploymentOptions):
     max_adapters_per_replica: int = Field(
         4, ge=1, description="adapters kept loaded per replica; the least recently used leaves"
     )
+    gather_in_ingress: bool = Field(
+        True,
+        description="the ingress gathers single requests from concurrent clients (same "
+        "adapter and decoding) into one model call of up to max_batch_size, waiting as "
+        "above: each call costs a replica CPU of its own, so batches come formed. Off: one "
+        "call per request, batched by the replica alone",
+    )
 
 
 class AuthConfig(Strict):

@@ -264,6 +264,26 @@ def test_a_request_that_breaks_the_engine_fails_alone(app):
         assert len(words) == count
 
 
+def test_requests_gathered_into_one_call_keep_their_own_limits_and_refusals(app):
+    url, _ = app
+    bodies = [
+        {"text": "WORDS:6", "max_tokens": 2},
+        {"text": "WORDS:3", "max_tokens": 8},
+        {"text": "word " * 250},  # over the 256-token context
+        {"text": "WORDS:4", "max_tokens": 8},
+    ]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda body: chat(url, **body), bodies))
+    assert error_of(answers[2]) == (400, "context_length_exceeded")
+    replies = [answers[position].json()["choices"][0] for position in (0, 1, 3)]
+    assert [reply["message"]["content"] for reply in replies] == [
+        "w1 w2",
+        "w1 w2 w3",
+        "w1 w2 w3 w4",
+    ]
+    assert [reply["finish_reason"] for reply in replies] == ["length", "stop", "stop"]
+
+
 def test_wedge_refused_quickly_and_a_timed_out_request_frees_the_model(app):
     url, _ = app
     started = time.monotonic()
