@@ -139,6 +139,29 @@ def test_full_queue_answers_503_with_retry_after(app):
     assert overloaded.json()["error"]["code"] == "overloaded"
 
 
+def test_a_gathered_call_beyond_the_replicas_requests_is_refused_per_request(app, config):
+    from ray import serve
+
+    from factory.models.engine import ChatRequest, GenerationParams
+    from factory.serve.api_errors import ApiError
+
+    url, _ = app
+    wait_until_idle(url)
+    handle = serve.get_deployment_handle("model", app_name=config.app_name)
+    # the ingress's call for three gathered requests; the replica works on one at a time
+    requests = [ChatRequest(f"describe {n}") for n in range(3)]
+    outcomes = (
+        handle.options(multiplexed_model_id="")
+        .generate_each.remote(requests, GenerationParams(max_new_tokens=8))
+        .result(timeout_s=30)
+    )
+    assert CAPTION in outcomes[0].texts[0]
+    for refused in outcomes[1:]:
+        assert isinstance(refused, ApiError)
+        assert (refused.status, refused.code) == (503, "overloaded")
+        assert refused.headers["Retry-After"] == "2"
+
+
 def test_slow_model_call_times_out_with_504(app):
     url, _ = app
     wait_until_idle(url)
