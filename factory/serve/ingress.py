@@ -42,12 +42,8 @@ class ApiServer:
         self._stream_handles: dict[str | None, Any] = {}
         options = config.model_deployment
         self.gatherer = (
-            RequestGatherer(
-                self._handle,
-                options.max_batch_size,
-                options.batch_wait_timeout_s,
-            )
-            if options.gather_in_ingress and options.max_batch_size > 1
+            RequestGatherer(self._handle, options.max_batch_size, options.batch_wait_timeout_s)
+            if config.gathers_in_ingress()
             else None
         )
 

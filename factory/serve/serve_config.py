@@ -126,13 +126,24 @@ class ModelDeploymentOptions(DeploymentOptions):
     max_adapters_per_replica: int = Field(
         4, ge=1, description="adapters kept loaded per replica; the least recently used leaves"
     )
-    gather_in_ingress: bool = Field(
-        True,
+    gather_in_ingress: bool | None = Field(
+        None,
         description="the ingress gathers single requests from concurrent clients (same "
         "adapter and decoding) into one model call of up to max_batch_size, waiting as "
-        "above: each call costs a replica CPU of its own, so batches come formed. Off: one "
-        "call per request, batched by the replica alone",
+        "above: each call costs a replica CPU of its own, so batches come formed. None: on "
+        "for a fixed replica count and an engine batched per call (transformers, plugins); "
+        "off under autoscaling (Serve's autoscaler counts calls, and a gathered call counts "
+        "once) and for vllm and openai engines, which schedule each request themselves",
     )
+
+    @model_validator(mode="after")
+    def _gathering_keeps_autoscaling_honest(self) -> ModelDeploymentOptions:
+        if self.gather_in_ingress and self.autoscaling is not None:
+            raise ValueError(
+                "gather_in_ingress with autoscaling: the autoscaler counts calls, and a "
+                "gathered call of many requests counts once; leave gather_in_ingress unset"
+            )
+        return self
 
 
 class AuthConfig(Strict):
@@ -306,6 +317,15 @@ class ServeConfig(Strict):
         if self.critic.model is not None and self.critic.model not in names:
             raise ValueError(f"critic.model {self.critic.model!r} is not served: {names}")
         return self
+
+    def gathers_in_ingress(self) -> bool:
+        """Whether the ingress gathers concurrent requests into one model call."""
+        options = self.model_deployment
+        if options.max_batch_size == 1:
+            return False
+        if options.gather_in_ingress is not None:
+            return options.gather_in_ingress
+        return options.autoscaling is None and self.engine.kind not in ("vllm", "openai")
 
     def served_models(self) -> list[str]:
         return [self.model_name, *self.adapters]

@@ -67,6 +67,24 @@ def test_bad_serving_configs_are_refused():
         build_app({"config_path": "x.yaml", "model_name": "y"})
 
 
+def test_the_ingress_gathers_only_where_calls_are_what_a_replica_pays_for():
+    def preset(path: str, **model_deployment) -> ServeConfig:
+        overrides = [f"model_deployment.{key}={value}" for key, value in model_deployment.items()]
+        return load_config(CONFIGS / path, overrides, model=ServeConfig)
+
+    assert preset("serve_tiny_cpu.yaml").gathers_in_ingress()  # transformers, one replica
+    assert not preset("serve_tiny_cpu.yaml", max_batch_size=1).gathers_in_ingress()
+    assert not preset("serve_tiny_cpu.yaml", gather_in_ingress="false").gathers_in_ingress()
+    assert not preset("serve_gpu_vllm.yaml").gathers_in_ingress()
+    # vLLM schedules each request itself; the autoscaler counts calls
+    vllm = ServeConfig.model_validate({"engine": {"kind": "vllm", "model": "m"}})
+    assert not vllm.gathers_in_ingress()
+    autoscaled = {"autoscaling": {"max_replicas": 2}}
+    assert not ServeConfig.model_validate({"model_deployment": autoscaled}).gathers_in_ingress()
+    with pytest.raises(ValidationError, match="autoscaler counts calls"):
+        ServeConfig.model_validate({"model_deployment": {**autoscaled, "gather_in_ingress": True}})
+
+
 def test_auth_configured_but_unset_refuses_to_start(monkeypatch):
     from factory.serve.auth import read_api_keys
 
