@@ -141,7 +141,8 @@ def normalise_image(data: bytes, limits: ImageLimits) -> NormalisedImage:
         frames = _decoded(lambda: getattr(image, "n_frames", 1))
         source_mode, source_size = image.mode, image.size
         _decode_small_enough(image, limits.max_side)
-    rgb = fit_within(to_rgb(ImageOps.exif_transpose(image)), limits.max_side)
+    ImageOps.exif_transpose(image, in_place=True)  # a copy otherwise, even when upright
+    rgb = fit_within(to_rgb(image), limits.max_side)
     return NormalisedImage(
         data=_encode(rgb, limits),
         format=limits.output_format,
@@ -281,7 +282,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image = _flattened_on_white(image)
     if icc_profile and image.mode in ("RGB", "CMYK"):
         return _to_srgb(image, icc_profile)
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")  # convert copies RGB too
 
 
 def _grey_to_8_bit(image: Image.Image) -> Image.Image:
