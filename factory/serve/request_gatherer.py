@@ -63,6 +63,8 @@ class _Call:
 
 
 class RequestGatherer:
+    """The ingress replica's gathering: `generate` one request, get its own outcome."""
+
     def __init__(self, handle_for: HandleFor, max_batch_size: int, wait_s: float):
         self.handle_for, self.max_batch_size, self.wait_s = handle_for, max_batch_size, wait_s
         self._waiting: list[_Caller] = []
