@@ -131,16 +131,7 @@ class ModelServer:
         completions = await asyncio.gather(
             *(self._complete(request, params) for request in requests)
         )
-        info = self.engine.info
-        return Generated(
-            [completion.text for completion in completions],
-            info.engine,
-            info.model,
-            info.revision,
-            adapter,
-            revision,
-            list(completions),
-        )
+        return self._generated(list(completions), adapter, revision)
 
     async def generate_each(
         self, requests: list[ChatRequest], params: GenerationParams
@@ -159,23 +150,28 @@ class ModelServer:
             for position, request in enumerate(requests)
         ]
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
-        info = self.engine.info
         return [
             _portable(outcome)
             if isinstance(outcome, BaseException)
-            else Generated(
-                [outcome.text], info.engine, info.model, info.revision, adapter, revision, [outcome]
-            )
+            else self._generated([outcome], adapter, revision)
             for outcome in outcomes
         ]
+
+    def _generated(
+        self, completions: list[Completion], adapter: str | None, revision: str | None
+    ) -> Generated:
+        info = self.engine.info
+        texts = [completion.text for completion in completions]
+        return Generated(
+            texts, info.engine, info.model, info.revision, adapter, revision, completions
+        )
 
     async def _one(
         self, request: ChatRequest, adapter: str | None, params: GenerationParams, admitted: bool
     ) -> Completion:
         if not admitted:
             raise overloaded("the model replica is full", self.config.limits.retry_after_s)
-        self._check_images([request])
-        self.budget.check([request], params)
+        self._check([request], params)
         return await self._complete(dataclasses.replace(request, adapter=adapter), params, 0.0)
 
     async def stream(
@@ -193,19 +189,20 @@ class ModelServer:
         self, requests: list[ChatRequest], params: GenerationParams
     ) -> tuple[list[ChatRequest], str | None, str | None]:
         """The requests with their adapter, once they pass the image and context checks."""
-        self._check_images(requests)
-        self.budget.check(requests, params)
+        self._check(requests, params)
         adapter, revision = await self._adapter_of_call()
         requests = [dataclasses.replace(request, adapter=adapter) for request in requests]
         return requests, adapter, revision
 
-    def _check_images(self, requests: list[ChatRequest]) -> None:
+    def _check(self, requests: list[ChatRequest], params: GenerationParams) -> None:
+        """Refuse images a text-only model cannot take, and prompts over its context."""
         if not self.accepts_images and any(request.image is not None for request in requests):
             raise ApiError(
                 422,
                 "model_takes_no_images",
                 f"model {self.config.model_name!r} is a text-only LLM; send no image",
             )
+        self.budget.check(requests, params)
 
     async def _adapter_of_call(self) -> tuple[str | None, str | None]:
         """The adapter the call names (Serve's multiplexed id), loaded, and its revision."""

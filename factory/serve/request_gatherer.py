@@ -33,10 +33,11 @@ HandleFor = Callable[[str | None], Any]  # adapter -> the model deployment's han
 class _Caller:
     """A waiting request: what it asks, where its outcome goes, the call it rides in."""
 
-    __slots__ = ("adapter", "request", "params", "outcome", "call")
+    __slots__ = ("adapter", "request", "params", "key", "outcome", "call")
 
-    def __init__(self, adapter: str | None, request: ChatRequest, params: str):
+    def __init__(self, adapter: str | None, request: ChatRequest, params: GenerationParams):
         self.adapter, self.request, self.params = adapter, request, params
+        self.key = (adapter, params.model_dump_json())  # the call it may share
         self.outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.call: _Call | None = None
 
@@ -76,7 +77,7 @@ class RequestGatherer:
         self, adapter: str | None, request: ChatRequest, params: GenerationParams
     ) -> Any:
         """The model's `Generated` for this one request; raises its own error."""
-        caller = _Caller(adapter, request, params.model_dump_json())
+        caller = _Caller(adapter, request, params)
         self._waiting.append(caller)
         self._in_flight += 1
         if len(self._waiting) >= self.max_batch_size:
@@ -107,7 +108,7 @@ class RequestGatherer:
         calls: dict[tuple[str | None, str], list[_Caller]] = {}
         for caller in waiting:
             if not caller.outcome.done():  # a client gone before the call leaves none behind
-                calls.setdefault((caller.adapter, caller.params), []).append(caller)
+                calls.setdefault(caller.key, []).append(caller)
         for callers in calls.values():
             task = asyncio.ensure_future(self._call(_Call(callers), callers))
             self._calls.add(task)
@@ -117,18 +118,13 @@ class RequestGatherer:
         if call.staying == 0:
             return  # all gone before the call left
         first = callers[0]
-        params = GenerationParams.model_validate_json(first.params)
         requests = [caller.request for caller in callers]
         try:
-            response = self.handle_for(first.adapter).generate_each.remote(requests, params)
+            response = self.handle_for(first.adapter).generate_each.remote(requests, first.params)
             call.cancel = response.cancel
-            outcomes = await _result(response)
+            outcomes = await response
         except Exception as error:  # the call itself failed (backpressure, replica lost)
             outcomes = [error] * len(callers)
         for caller, outcome in zip(callers, outcomes, strict=True):
             if not caller.outcome.done():
                 caller.outcome.set_result(outcome)
-
-
-async def _result(response: Any) -> Any:
-    return await response
